@@ -1,0 +1,82 @@
+"""The in-memory result every source reader produces."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+#: Codes of the official split of a MedMNIST ``.npz`` (see :attr:`ImageSet.predefined`).
+PREDEFINED_CODES = {"train": 0, "val": 1, "test": 2}
+
+
+@dataclass(frozen=True, eq=False)
+class ImageSet:
+    """Decoded images with their labels, class names and stable sample ids.
+
+    Attributes:
+        images: ``uint8`` array shaped ``N×H×W`` (grayscale) or ``N×H×W×C``; often a read-only memory map.
+        labels: ``int64`` class index per sample, shaped ``N``.
+        class_names: Name of each class index.
+        ids: Stable sample id per sample (a relative file path such as ``"CXR/000123.jpeg"``, or
+            ``"train/000123"`` for ``.npz`` sources), shaped ``N``.
+        groups: Optional group code per sample (subject, patient, duplicate cluster), shaped ``N``.
+        predefined: Optional official split per sample, coded by :data:`PREDEFINED_CODES`.
+        source: Human-readable description of where the data came from.
+        meta: Free-form extras (cache path, skipped files, ...); JSON-serialisable.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    ids: np.ndarray
+    groups: np.ndarray | None = None
+    predefined: np.ndarray | None = None
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if self.images.dtype != np.uint8 or self.images.ndim not in (3, 4):
+            raise ValueError(
+                f"images must be uint8 shaped N×H×W or N×H×W×C, got {self.images.dtype} {self.images.shape}"
+            )
+        for name in ("labels", "ids", "groups", "predefined"):
+            value = getattr(self, name)
+            if value is not None and len(value) != n:
+                raise ValueError(f"{name} has {len(value)} entries but there are {n} images")
+        if n and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
+            raise ValueError(f"labels must lie in [0, {len(self.class_names)}) for classes {list(self.class_names)}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """Channels-first shape of one image, ``(C, H, W)``."""
+        shape = self.images.shape
+        return (1, shape[1], shape[2]) if len(shape) == 3 else (shape[3], shape[1], shape[2])
+
+    def counts(self) -> dict[str, int]:
+        """Number of samples per class name, in class order."""
+        counter = Counter(np.asarray(self.labels).tolist())
+        return {name: counter.get(i, 0) for i, name in enumerate(self.class_names)}
+
+    def take(self, index: np.ndarray) -> ImageSet:
+        """Return the samples at ``index`` (loaded into memory)."""
+        index = np.asarray(index)
+        return replace(
+            self,
+            images=np.ascontiguousarray(self.images[index]),
+            labels=self.labels[index],
+            ids=self.ids[index],
+            groups=None if self.groups is None else self.groups[index],
+            predefined=None if self.predefined is None else self.predefined[index],
+        )

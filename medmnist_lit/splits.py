@@ -1,0 +1,466 @@
+"""Train/val/test splitting strategies as pure index logic on top of :mod:`sklearn.model_selection`.
+
+Every strategy first carves out a test set (``predefined`` uses the official one instead), then splits
+the remaining *dev* indices into (train, val) folds. With ``groups`` every strategy keeps each group on
+one side, which is how duplicate- and subject-aware splits prevent leakage. Splitter per case:
+
+* fixed-size parts (test carve-out, ``holdout`` val, ``train_fraction``, :func:`stratified_subset`):
+  ``StratifiedShuffleSplit`` / ``ShuffleSplit``. With groups they draw whole *groups* (stratified by each
+  group's most common label; unstratified this is exactly ``GroupShuffleSplit``), so sizes count groups
+  and the sample fraction is approximate when group sizes vary. ``StratifiedGroupKFold`` was not used
+  here: it only gives 1/k fractions and takes seconds per call on ~50,000 duplicate-groups.
+* ``kfold``: ``StratifiedKFold`` / ``KFold`` (``Repeated*`` when ``repeats > 1``); with groups, and for
+  ``group_kfold``: ``StratifiedGroupKFold`` / ``GroupKFold(shuffle=True)`` (scikit-learn >= 1.6).
+* ``loo`` / ``logo``: the folds of ``LeaveOneOut`` / ``LeaveOneGroupOut``, built directly because those
+  splitters also materialise one train array per fold (quadratic for thousands of folds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import logging
+import math
+import operator
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn import model_selection as ms
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("holdout", "kfold", "loo", "group_kfold", "logo", "predefined")
+
+Codes = np.ndarray | None
+_FORMAT = 1
+_GROUP_HINT = "provide them with `--data.groups FILE.csv` (columns id,group) or `--data.group_by duplicates`"
+_EMPTY = np.zeros(0, dtype=np.int64)
+_EMPTY.flags.writeable = False
+
+
+class SplitError(ValueError):
+    """An invalid split request or split file; the message says what to do instead."""
+
+
+def _idx(values: Any) -> np.ndarray:
+    """Sorted, read-only int64 copy (a split is shared by every consumer, so guard against mutation)."""
+    out = np.sort(np.asarray(values, dtype=np.int64).ravel())
+    out.flags.writeable = False
+    return out
+
+
+def _ids_digest(ids: np.ndarray) -> str:
+    """SHA-256 of the ids in order, independent of their array dtype (str, object or int)."""
+    digest = hashlib.sha256()
+    for value in np.asarray(ids).tolist():
+        digest.update(str(value).encode() + b"\0")
+    return digest.hexdigest()
+
+
+def _pack(parts: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate ragged index arrays; return them with ``len(parts) + 1`` offsets."""
+    offsets = np.cumsum([0, *(len(p) for p in parts)]).astype(np.int64)
+    return (np.concatenate(parts).astype(np.int64) if parts else _EMPTY), offsets
+
+
+def _unpack(flat: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, ...]:
+    return tuple(_idx(flat[a:b]) for a, b in itertools.pairwise(offsets))
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """Index sets of one split: a held-out test set and per-fold (train, val) parts of the dev set.
+
+    Attributes:
+        strategy: One of :data:`STRATEGIES`.
+        n_samples: Size of the dataset the indices refer to.
+        test: Sorted held-out test indices (never in any fold).
+        dev: Sorted non-test indices.
+        val: Per fold, sorted validation indices (a subset of ``dev``).
+        excluded: Per fold, dev indices left out of training by ``train_fraction`` (empty when 1.0).
+        seed: Seed that produced the split.
+        params: JSON-serialisable options that produced it; options a strategy ignores are ``None``.
+    """
+
+    strategy: str
+    n_samples: int
+    test: np.ndarray
+    dev: np.ndarray
+    val: tuple[np.ndarray, ...]
+    excluded: tuple[np.ndarray, ...]
+    seed: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_folds(self) -> int:
+        """Number of (train, val) folds."""
+        return len(self.val)
+
+    def _check_fold(self, fold: int) -> int:
+        fold = operator.index(fold)
+        if not 0 <= fold < self.n_folds:
+            last = self.n_folds - 1
+            raise SplitError(f"fold {fold} is out of range for this {self.strategy} split; use 0..{last}")
+        return fold
+
+    def train(self, fold: int) -> np.ndarray:
+        """Sorted training indices of ``fold``: dev minus its val and excluded indices."""
+        fold = self._check_fold(fold)
+        held = np.concatenate([self.val[fold], self.excluded[fold]])
+        return np.setdiff1d(self.dev, held, assume_unique=True)  # keeps dev's sorted order
+
+    def fold(self, fold: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(train, val)`` indices of ``fold``."""
+        return self.train(fold), self.val[self._check_fold(fold)]
+
+    def save(self, path: str | os.PathLike[str], *, ids: np.ndarray | None = None) -> None:
+        """Write the split atomically to one pickle-free ``.npz`` (parent directories are created).
+
+        Args:
+            path: Destination file.
+            ids: Sample ids of the dataset; their SHA-256 lets :meth:`load` detect a different dataset.
+        """
+        path = Path(path)
+        if ids is not None and len(ids) != self.n_samples:
+            raise SplitError(f"got {len(ids)} ids for a split of {self.n_samples} samples; pass the dataset's")
+        meta = {k: getattr(self, k) for k in ("strategy", "n_samples", "seed", "params")}
+        meta.update(format=_FORMAT, ids_sha256=None if ids is None else _ids_digest(ids))
+        arrays = {"test": self.test, "dev": self.dev, "meta": np.array(json.dumps(meta))}
+        for name in ("val", "excluded"):
+            arrays[name], arrays[f"{name}_offsets"] = _pack(getattr(self, name))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write beside the target and rename, so readers never see a half-written split.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub mistypes **kwds
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], *, n_samples: int | None = None, ids: np.ndarray | None = None
+    ) -> Split:
+        """Read a split written by :meth:`save`, checking it belongs to the given dataset.
+
+        Args:
+            path: File written by :meth:`save`.
+            n_samples: Expected dataset size.
+            ids: Expected sample ids (compared by digest when the file stores one).
+
+        Raises:
+            SplitError: The file is not a split file, or it was made for a different dataset.
+        """
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(data["meta"].item())
+                arr = {k: np.asarray(data[k], dtype=np.int64) for k in data.files if k != "meta"}
+            val, excluded = (_unpack(arr[k], arr[f"{k}_offsets"]) for k in ("val", "excluded"))
+            test, dev, n, seed = (
+                _idx(arr["test"]),
+                _idx(arr["dev"]),
+                int(meta["n_samples"]),
+                int(meta["seed"]),
+            )
+            split = cls(meta["strategy"], n, test, dev, val, excluded, seed, meta["params"])
+        except (KeyError, ValueError, TypeError, zipfile.BadZipFile) as exc:
+            raise SplitError(f"{path} is not a split file written by Split.save ({exc})") from exc
+        other = f"{path} was made for a different dataset"
+        fix = "delete it to make a new split, or point to this dataset's split file"
+        if n_samples is not None and n_samples != n:
+            raise SplitError(f"{other}: it covers {n} samples but the dataset has {n_samples}; {fix}")
+        if ids is not None:
+            if len(ids) != n:
+                raise SplitError(f"{other}: it covers {n} samples but the dataset has {len(ids)} ids; {fix}")
+            if meta.get("ids_sha256") is None:
+                log.warning("%s stores no ids digest; cannot verify it belongs to this dataset", path)
+            elif meta["ids_sha256"] != _ids_digest(ids):
+                raise SplitError(f"{other}: same size but different sample ids (or order); {fix}")
+        every = np.concatenate([test, dev, *val, *excluded])
+        if every.size and (every.min() < 0 or every.max() >= n):
+            raise SplitError(f"{path} holds indices outside [0, {n}); the file is corrupt")
+        return split
+
+
+def _check_codes(name: str, codes: Codes, n: int) -> Codes:
+    if codes is None:
+        return None
+    codes = np.asarray(codes)
+    if codes.ndim != 1 or len(codes) != n:
+        raise SplitError(f"{name} has {len(codes)} entries but labels has {n}; give one per sample")
+    return codes
+
+
+def _check_labels(labels: np.ndarray) -> np.ndarray:
+    y = np.asarray(labels)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise SplitError(f"labels must be a 1-D integer array of class indices, got {y.dtype} {y.shape}")
+    if not len(y):
+        raise SplitError("labels is empty: there is nothing to split")
+    return y
+
+
+def _units(index: np.ndarray, groups: Codes) -> tuple[np.ndarray, int]:
+    """Unit (group, or sample when ungrouped) of each position in ``index``, and the number of units."""
+    if groups is None:
+        return np.arange(len(index)), len(index)
+    unique, unit_of = np.unique(groups[index], return_inverse=True)
+    return unit_of.ravel(), len(unique)
+
+
+def _count(fraction: float, n: int) -> int:
+    """Held-out size the way scikit-learn rounds a float ``test_size`` (ceil), robust to float noise."""
+    return math.ceil(round(fraction * n, 9))
+
+
+def _hold_out(index: np.ndarray, y: np.ndarray, g: Codes, size: int, strat: bool, seed: int, opt: str) -> np.ndarray:
+    """Sorted part of ``index`` made of ``size`` randomly drawn units (samples, or whole groups)."""
+    unit_of, n_units = _units(index, g)
+    noun = "sample" if g is None else "group"
+    if size >= n_units:
+        raise SplitError(f"{opt} would hold out {size} of {n_units} {noun}s, leaving none; use less")
+    splitter: Any = ms.ShuffleSplit(n_splits=1, test_size=size, random_state=seed)
+    strata = y[index] if strat else np.zeros(n_units, dtype=np.int64)
+    if strat and g is not None:  # stratify groups by their most common label
+        classes, y_inv = np.unique(strata, return_inverse=True)
+        per_unit = np.zeros((n_units, len(classes)), dtype=np.int64)
+        np.add.at(per_unit, (unit_of, y_inv.ravel()), 1)
+        strata = classes[per_unit.argmax(axis=1)]
+    if strat:
+        classes, counts = np.unique(strata, return_counts=True)
+        small, fix = classes[counts.argmin()], "or pass `stratify false`"
+        if len(classes) < 2:
+            raise SplitError(f"stratifying {opt} needs 2+ classes, found only class {classes[0]}; {fix}")
+        if counts.min() < 2:
+            raise SplitError(f"class {small} has only 1 {noun}: too few to stratify {opt}; drop it {fix}")
+        if min(size, n_units - size) < len(classes):
+            raise SplitError(
+                f"{opt} splits {n_units} {noun}s into {size} and {n_units - size}, but stratifying needs one "
+                f"per class ({len(classes)}) on each side; use a fraction nearer 0.5 {fix}"
+            )
+        splitter = ms.StratifiedShuffleSplit(n_splits=1, test_size=size, random_state=seed)
+    try:
+        _, held = next(splitter.split(np.zeros((n_units, 1)), strata))
+    except ValueError as exc:  # safety net for a constraint the checks above missed
+        raise SplitError(f"cannot split for {opt}: {exc}") from exc
+    return _idx(index[np.isin(unit_of, held)])
+
+
+def _check_options(strategy: str, test_f: float, val_f: float, folds: int, repeats: int, train_f: float):
+    if strategy not in STRATEGIES:
+        raise SplitError(f"unknown split strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+    for name, value in (("test_fraction", test_f), ("val_fraction", val_f)):
+        if not 0 <= value < 1:
+            raise SplitError(f"{name}={value} is outside [0, 1); e.g. 0.2 holds out a fifth of the data")
+    if not 0 < train_f <= 1:
+        raise SplitError(f"train_fraction={train_f} is outside (0, 1]; use 1.0 to train on the whole fold")
+    if strategy == "holdout" and test_f + val_f >= 1:
+        raise SplitError(
+            f"test_fraction={test_f} and val_fraction={val_f} are fractions that do not fit: together they "
+            f"take {test_f + val_f:.0%} of the data, leaving nothing to train on; keep their sum below 1"
+        )
+    if strategy == "holdout" and val_f == 0:
+        raise SplitError("val_fraction=0 makes the holdout val set empty; use e.g. 0.2, or strategy kfold")
+    if strategy in ("kfold", "group_kfold") and folds < 2:
+        raise SplitError(f"folds={folds} is too few: k-fold needs at least 2 folds (5 or 10 are usual)")
+    if repeats < 1 or (repeats > 1 and strategy not in ("kfold", "group_kfold")):
+        raise SplitError(f"repeats={repeats} is invalid for {strategy}; repeats > 1 is for kfold/group_kfold")
+
+
+def _kfold(dev: np.ndarray, y: np.ndarray, g: Codes, folds: int, repeats: int, strat: bool, seed: int) -> list:
+    yd = y[dev]
+    if strat:
+        classes, counts = np.unique(yd, return_counts=True)
+        if len(classes) < 2:
+            raise SplitError(f"stratified k-fold needs 2+ classes, dev has only {classes[0]}; use `stratify false`")
+        if counts.min() < folds:
+            least, cls = counts.min(), classes[counts.argmin()]
+            raise SplitError(
+                f"folds={folds} is more than the {least} dev samples of class {cls}, so stratified k-fold "
+                f"cannot put one in each fold; use folds <= {least} or `stratify false`"
+            )
+    if g is None:
+        if folds > len(dev):
+            raise SplitError(f"folds={folds} is more than the {len(dev)} dev samples; use fewer folds")
+        if repeats > 1:
+            rep = ms.RepeatedStratifiedKFold if strat else ms.RepeatedKFold
+            cv: Any = rep(n_splits=folds, n_repeats=repeats, random_state=seed)
+        else:
+            cv = (ms.StratifiedKFold if strat else ms.KFold)(n_splits=folds, shuffle=True, random_state=seed)
+        return [dev[v] for _, v in cv.split(dev, yd)]
+    n_groups = len(np.unique(g[dev]))
+    if folds > n_groups:
+        raise SplitError(f"folds={folds} is more than the {n_groups} groups in dev; use folds <= {n_groups}")
+    # Like Repeated*KFold, one RandomState drives every repeat, so repeat 0 equals random_state=seed.
+    rng, out = np.random.RandomState(seed), []
+    for _ in range(repeats):
+        cv = (ms.StratifiedGroupKFold if strat else ms.GroupKFold)(folds, shuffle=True, random_state=rng)
+        out += [dev[np.asarray(v, dtype=np.int64)] for _, v in cv.split(dev, yd, g[dev])]
+    return out
+
+
+def _predefined(codes: Codes, g: Codes) -> tuple[np.ndarray, np.ndarray, list]:
+    if codes is None:
+        raise SplitError(
+            "strategy predefined needs the official train/val/test codes, which only exist for MedMNIST "
+            ".npz sources; use holdout or kfold for other data"
+        )
+    bad = np.setdiff1d(codes, [0, 1, 2])
+    if bad.size:
+        raise SplitError(f"predefined codes must be 0 (train), 1 (val) or 2 (test); found {bad[:5].tolist()}")
+    test, dev, val = np.flatnonzero(codes == 2), np.flatnonzero(codes != 2), np.flatnonzero(codes == 1)
+    if not len(dev):
+        raise SplitError("the dev set is empty: the predefined codes mark every sample as test (code 2)")
+    if not len(val) or len(val) == len(dev):
+        side = "validation (code 1)" if not len(val) else "training (code 0)"
+        raise SplitError(f"the predefined split has no {side} samples; use strategy holdout or kfold instead")
+    if g is not None:
+        pairs = np.unique(np.c_[np.unique(g, return_inverse=True)[1].ravel(), codes], axis=0)
+        crossing = np.count_nonzero(np.bincount(pairs[:, 0]) > 1)
+        if crossing:
+            raise SplitError(
+                f"the official split puts {crossing} group(s) on more than one side and predefined cannot "
+                "move samples; drop the groups, or use holdout/kfold with groups for a leakage-free split"
+            )
+    return test, dev, [val]
+
+
+def _logo(dev: np.ndarray, g: np.ndarray) -> list:
+    """LeaveOneGroupOut's val folds, in its (sorted group) order."""
+    gd = g[dev]
+    order = np.argsort(gd, kind="stable")
+    starts = np.flatnonzero(np.r_[True, gd[order][1:] != gd[order][:-1]])
+    if len(starts) < 2:
+        raise SplitError(f"strategy logo needs at least 2 groups in the dev set, found {len(starts)}")
+    return list(np.split(dev[order], starts[1:]))
+
+
+def make_split(
+    labels: np.ndarray,
+    *,
+    strategy: str = "holdout",
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.2,
+    folds: int = 5,
+    repeats: int = 1,
+    stratify: bool = True,
+    groups: np.ndarray | None = None,
+    predefined: np.ndarray | None = None,
+    train_fraction: float = 1.0,
+    seed: int = 0,
+) -> Split:
+    """Split sample indices into a test set and (train, val) folds (see the module docstring).
+
+    Args:
+        labels: Integer class index per sample.
+        strategy: One of :data:`STRATEGIES`.
+        test_fraction: Part of the whole dataset held out first (``predefined`` ignores it).
+        val_fraction: ``holdout`` only: validation part of the *whole* dataset (``predefined`` ignores it).
+        folds: ``kfold``/``group_kfold``: number of folds.
+        repeats: ``kfold``/``group_kfold``: reshuffled repetitions (``n_folds = folds * repeats``).
+        stratify: Keep class proportions in every random part (``loo``/``logo`` folds are not random).
+        groups: Optional group code per sample; every part then holds whole groups only.
+        predefined: Official codes (0 train, 1 val, 2 test); required by ``predefined``.
+        train_fraction: Per fold, keep this seeded part of the training units (stratified, whole groups).
+        seed: Seed for every random choice; the same arguments give identical indices.
+
+    Raises:
+        SplitError: Invalid or unsatisfiable options; the message says what to change.
+    """
+    y = _check_labels(labels)
+    n = len(y)
+    _check_options(strategy, test_fraction, val_fraction, folds, repeats, train_fraction)
+    if not isinstance(seed, int | np.integer) or not 0 <= seed < 2**32:
+        raise SplitError(f"seed={seed!r} must be an integer in [0, 2**32)")
+    seed = int(seed)
+    g, p = _check_codes("groups", groups, n), _check_codes("predefined", predefined, n)
+    if strategy in ("group_kfold", "logo") and g is None:
+        raise SplitError(f"strategy {strategy} needs groups; {_GROUP_HINT}")
+    if strategy == "loo" and g is not None:
+        raise SplitError("strategy loo cannot keep groups together; use strategy logo (leave one group out)")
+    if strategy == "predefined":
+        test, dev, vals = _predefined(p, g)
+    else:
+        everything, n_units = np.arange(n), _units(np.arange(n), g)[1]
+        test = _EMPTY
+        if test_fraction > 0:
+            size = _count(test_fraction, n_units)
+            test = _hold_out(everything, y, g, size, stratify, seed, f"test_fraction={test_fraction}")
+        dev = np.setdiff1d(everything, test, assume_unique=True)
+        if strategy == "holdout":
+            size = _count(val_fraction, n_units)  # a fraction of the whole dataset, not of dev
+            vals = [_hold_out(dev, y, g, size, stratify, seed, f"val_fraction={val_fraction}")]
+        elif strategy in ("kfold", "group_kfold"):
+            vals = _kfold(dev, y, g, folds, repeats, stratify, seed)
+        elif strategy == "loo":  # LeaveOneOut's val folds
+            vals = [dev[i : i + 1] for i in range(len(dev))]
+        else:
+            vals = _logo(dev, g)  # type: ignore[arg-type]  # logo without groups is rejected above
+    val_t, excluded = tuple(_idx(v) for v in vals), []
+    for fold, val in enumerate(val_t):
+        train = np.setdiff1d(dev, val, assume_unique=True)
+        if not len(train):
+            raise SplitError(f"fold {fold} has no training samples; use more data or smaller fractions")
+        n_units = _units(train, g)[1]
+        drop = n_units - max(1, round(train_fraction * n_units))
+        # Independent per-fold streams: a fold's subsample does not depend on the folds before it.
+        fold_seed = int(np.random.SeedSequence([seed, fold]).generate_state(1)[0])
+        opt = f"train_fraction={train_fraction} (fold {fold})"
+        excluded.append(_hold_out(train, y, g, drop, stratify, fold_seed, opt) if drop else _EMPTY)
+    kfold, holdout = strategy in ("kfold", "group_kfold"), strategy == "holdout"
+    params = {
+        "strategy": strategy,
+        "test_fraction": None if strategy == "predefined" else float(test_fraction),
+        "val_fraction": float(val_fraction) if holdout else None,
+        "folds": int(folds) if kfold else None,
+        "repeats": int(repeats) if kfold else None,
+        "stratify": bool(stratify),
+        "grouped": g is not None,
+        "train_fraction": float(train_fraction),
+    }
+    split = Split(strategy, n, _idx(test), _idx(dev), val_t, tuple(excluded), seed, params)
+    sizes = (len(split.test), len(split.dev), split.n_folds, len(val_t[0]), len(split.train(0)))
+    log.info("%s split of %d samples (seed %d): %d test, %d dev in %d fold(s); fold 0: %d val, %d train",
+             strategy, n, seed, *sizes)  # fmt: skip
+    return split
+
+
+def stratified_subset(labels: np.ndarray, n: int, *, seed: int = 0, groups: np.ndarray | None = None) -> np.ndarray:
+    """Sorted indices of a seeded, stratified subsample of ``n`` samples (e.g. for teaching-scale LOO).
+
+    Args:
+        labels: Integer class index per sample.
+        n: Subsample size; ``n >= len(labels)`` returns every index (logged), so a cap above the data
+            size is harmless.
+        seed: Seed of the draw.
+        groups: Optional group codes; whole groups are drawn, so the size is then approximately ``n``.
+
+    Raises:
+        SplitError: ``n < 1``, fewer than one sample per class, or a class too small to stratify.
+    """
+    y = _check_labels(labels)
+    g = _check_codes("groups", groups, len(y))
+    if n < 1:
+        raise SplitError(f"subset n={n} must be at least 1")
+    if n >= len(y):
+        log.info("subset n=%d covers all %d samples; using every sample", n, len(y))
+        return _idx(np.arange(len(y)))
+    n_classes = len(np.unique(y))
+    if n < n_classes:
+        raise SplitError(f"subset n={n} is fewer than the {n_classes} classes; use n >= {n_classes} "
+                         "so every class is represented")  # fmt: skip
+    everything = np.arange(len(y))
+    n_units = _units(everything, g)[1]
+    size = n if g is None else max(1, round(n * n_units / len(y)))
+    return _hold_out(everything, y, g, size, True, seed, f"subset n={n}")
