@@ -1,0 +1,252 @@
+"""The LightningModule that trains a plain head with cross-entropy."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import CyclicLR, OneCycleLR, ReduceLROnPlateau
+
+from medmnist_lit.heads import ActivationName, HeadName, build_head
+from medmnist_lit.loaders import Block
+from medmnist_lit.metrics import EpochMetrics
+
+log = logging.getLogger(__name__)
+
+#: Schedulers whose formula counts optimizer steps rather than epochs.
+PER_STEP_SCHEDULERS: tuple[type, ...] = (CyclicLR, OneCycleLR)
+DEFAULT_OPTIMIZER: dict[str, Any] = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.001}}
+Stage = Literal["train", "val", "test"]
+
+
+def resolve_class_path(class_path: str, default_module: str) -> type:
+    """Import ``class_path``; a bare name such as ``"SGD"`` is looked up in ``default_module``."""
+    module_name, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name or default_module), name)
+    except (ImportError, AttributeError):
+        raise ValueError(f"cannot import {class_path!r}: give a class such as {default_module}.{name}") from None
+
+
+def instantiate(config: dict[str, Any], first: Any, default_module: str) -> Any:
+    """Instantiate a ``{"class_path": ..., "init_args": {...}}`` config with ``first`` as first argument."""
+    if "class_path" not in config:
+        raise ValueError(f"expected a config with 'class_path' and 'init_args', got {config}")
+    cls = resolve_class_path(config["class_path"], default_module)
+    return cls(first, **dict(config.get("init_args") or {}))
+
+
+def scheduler_interval(scheduler: Any, interval: str = "auto") -> str:
+    """``"step"`` for per-batch schedules (cyclic, one-cycle), else ``"epoch"``, unless forced."""
+    if interval != "auto":
+        return interval
+    return "step" if isinstance(scheduler, PER_STEP_SCHEDULERS) else "epoch"
+
+
+class Classifier(L.LightningModule):
+    """Cross-entropy training of a logistic-regression or MLP head on flattened images.
+
+    Optimisation is manual: each Lightning batch may be a :class:`~medmnist_lit.loaders.Block` of several
+    mini-batches and the model takes one optimizer step per mini-batch (see :mod:`medmnist_lit.loaders`).
+    Learning-rate schedulers given here are stepped per optimizer step or per epoch, as Lightning would.
+
+    Args:
+        num_classes: Number of classes (linked from the data).
+        input_shape: ``(C, H, W)`` of one image (linked from the data).
+        class_names: Class names, for per-class metrics and plots (linked from the data).
+        head: ``"logistic"`` (one linear layer) or ``"mlp"``.
+        hidden_sizes: MLP hidden layer widths.
+        activation: MLP activation.
+        dropout: MLP dropout probability.
+        batch_norm: MLP batch normalisation.
+        label_smoothing: Cross-entropy label smoothing.
+        class_weights: ``"balanced"`` (inverse class frequency of the training part), explicit weights, or
+            ``None``.
+        optimizer: ``{"class_path": "torch.optim.SGD", "init_args": {"lr": 0.001}}``-style config; set from the
+            CLI's ``--optimizer``. ``None`` means SGD with lr 0.001, the course recipe.
+        lr_scheduler: Scheduler config in the same style (``--lr_scheduler``), or ``None``.
+        lr_scheduler_interval: ``"auto"`` steps cyclic and one-cycle schedules per batch, others per epoch.
+        monitor: Metric that ``ReduceLROnPlateau`` watches.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        input_shape: Sequence[int] = (1, 8, 8),
+        class_names: list[str] | None = None,
+        head: HeadName = "logistic",
+        hidden_sizes: list[int] = [512, 512],  # noqa: B006 - jsonargparse shows it; never mutated
+        activation: ActivationName = "relu",
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        label_smoothing: float = 0.0,
+        class_weights: Literal["balanced"] | list[float] | None = None,
+        optimizer: dict[str, Any] | None = None,
+        lr_scheduler: dict[str, Any] | None = None,
+        lr_scheduler_interval: Literal["auto", "step", "epoch"] = "auto",
+        monitor: str = "val/loss",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names else None
+        self.label_smoothing = label_smoothing
+        self.class_weights = class_weights
+        self.optimizer_config = optimizer or DEFAULT_OPTIMIZER
+        self.lr_scheduler_config = lr_scheduler
+        self.lr_scheduler_interval = lr_scheduler_interval
+        self.monitor = monitor
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"model.label_smoothing must lie in [0, 1), got {label_smoothing}")
+        if isinstance(class_weights, list) and len(class_weights) != num_classes:
+            raise ValueError(f"model.class_weights has {len(class_weights)} values for {num_classes} classes")
+        in_features = int(np.prod(input_shape))
+        self.head = build_head(
+            head,
+            in_features,
+            num_classes,
+            hidden_sizes=hidden_sizes,
+            activation=activation,
+            dropout=dropout,
+            batch_norm=batch_norm,
+        )
+        weight = torch.tensor(class_weights, dtype=torch.float32) if isinstance(class_weights, list) else None
+        self.class_weight: Tensor | None
+        self.register_buffer("class_weight", weight)
+        self.train_metrics = EpochMetrics(num_classes, class_names)
+        self.val_metrics = EpochMetrics(num_classes, class_names)
+        self.test_metrics = EpochMetrics(num_classes, class_names)
+        #: Finished epochs' metrics, e.g. ``history["val/loss"] == [0.9, 0.7, ...]`` (also used for plots).
+        self.history: dict[str, list[float]] = {}
+        #: Last computed confusion matrix per stage.
+        self.confusion: dict[str, Tensor] = {}
+
+    # -------------------------------------------------------------------------------------- model
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits of a batch of images."""
+        return self.head(x)
+
+    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Cross-entropy with the configured label smoothing and class weights."""
+        return nn.functional.cross_entropy(
+            logits, target, weight=self.class_weight, label_smoothing=self.label_smoothing
+        )
+
+    def setup(self, stage: str) -> None:
+        """Resolve ``class_weights="balanced"`` from the training part of the attached DataModule."""
+        if self.class_weights != "balanced" or self.class_weight is not None:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "class_counts"):
+            raise MisconfigurationException("class_weights='balanced' needs a MedMNISTDataModule to count classes")
+        counts = torch.as_tensor(datamodule.class_counts("train"), dtype=torch.float32)
+        # sklearn's "balanced": n_samples / (n_classes * count), so a balanced set gets weight 1
+        self.class_weight = counts.sum() / (len(counts) * counts.clamp_min(1))
+
+    # ----------------------------------------------------------------------------------- training
+    def training_step(self, batch: Block | tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """One optimizer step per mini-batch of the block; returns the last mini-batch's loss (detached)."""
+        optimizer = self.optimizers()
+        assert not isinstance(optimizer, list), "Classifier trains with a single optimizer"
+        metrics = self.train_metrics
+        steps: Iterable[tuple[Tensor, Tensor]] = batch if isinstance(batch, Block) else (batch,)
+        for x, y in steps:
+            logits = self(x)
+            loss = self.loss(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            optimizer.step()
+            self._step_schedulers("step")
+            metrics.update(logits, y, loss)
+        return loss.detach()
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: Stage) -> None:
+        x, y = batch
+        logits = self(x)
+        self.stage_metrics(stage).update(logits, y, self.loss(logits, y))
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """Record validation outputs."""
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """Record test outputs."""
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """Class probabilities of a batch (``(x, y)`` or bare ``x``)."""
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x).softmax(-1)
+
+    # ---------------------------------------------------------------------------------- epoch ends
+    def stage_metrics(self, stage: Stage) -> EpochMetrics:
+        """The metric accumulator of ``stage``."""
+        return {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}[stage]
+
+    def _log_stage(self, stage: Stage) -> dict[str, float]:
+        metrics = self.stage_metrics(stage)
+        if not metrics.num_samples:
+            return {}
+        scalars, confmat, _, _ = metrics.compute()
+        self.confusion[stage] = confmat
+        logged = {f"{stage}/{k}": v for k, v in scalars.items()}
+        if stage != "test" and not self.trainer.sanity_checking:
+            for key, value in logged.items():
+                self.history.setdefault(key, []).append(value)
+        # x-axis of epoch metrics in TensorBoard is the epoch, so runs with different batch sizes line up
+        self.log_dict({**logged, "step": float(self.current_epoch)}, sync_dist=False)
+        return logged
+
+    def on_train_epoch_end(self) -> None:
+        """Log training metrics and step per-epoch schedulers."""
+        self._log_stage("train")
+        self._step_schedulers("epoch")
+
+    def on_validation_epoch_end(self) -> None:
+        """Log validation metrics."""
+        self._log_stage("val")
+
+    def on_test_epoch_end(self) -> None:
+        """Log test metrics."""
+        self._log_stage("test")
+
+    # ------------------------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> Any:
+        """The configured optimizer, and scheduler if any."""
+        optimizer: Optimizer = instantiate(self.optimizer_config, self.parameters(), "torch.optim")
+        if not self.lr_scheduler_config:
+            return optimizer
+        config = dict(self.lr_scheduler_config)
+        init_args = dict(config.get("init_args") or {})
+        monitor = init_args.pop("monitor", None) or self.monitor
+        scheduler = instantiate({**config, "init_args": init_args}, optimizer, "torch.optim.lr_scheduler")
+        interval = scheduler_interval(scheduler, self.lr_scheduler_interval)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": interval, "monitor": monitor},
+        }
+
+    def _step_schedulers(self, interval: str) -> None:
+        # manual optimisation: Lightning leaves scheduler stepping to the module, so mirror what its automatic
+        # loop does (interval and plateau handling)
+        for config in self.trainer.lr_scheduler_configs:
+            if config.interval != interval:
+                continue
+            if isinstance(config.scheduler, ReduceLROnPlateau):
+                value = self.trainer.callback_metrics.get(config.monitor or self.monitor)
+                if value is None:
+                    rank_zero_warn(f"ReduceLROnPlateau monitors {config.monitor!r}, which was not logged; not stepped")
+                    continue
+                config.scheduler.step(float(value))
+            else:
+                config.scheduler.step()
