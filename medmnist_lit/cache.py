@@ -1,0 +1,526 @@
+"""Decode once, memory-map afterwards: the dataset cache behind :func:`load_dataset` and :func:`prepare`.
+
+A cache entry is a directory ``<cache_dir>/<name>-<kind>-<source key>-<fingerprint key>/`` holding
+``images.npy`` (uint8, memory-mapped on load), ``labels.npy``, ``ids.npy`` (numpy unicode), optionally
+``predefined.npy`` and ``manifest.json``. Its name changes with the source's fingerprint (folder: relative
+names, sizes and ``mtime_ns`` of the images; zip/npz: file size and central directory, which holds every
+member's CRC-32), the conversion options and :data:`FORMAT_VERSION`, so any change to the source re-decodes.
+While the mtimes of a folder source's directories are unchanged, a cached load takes the image names from
+the entry instead of listing the folders, and only ``stat``-s the files (same fingerprint, less work).
+An entry is built in a temporary directory inside ``cache_dir``, the manifest is written last and the
+directory is renamed into place, so an interrupted build never leaves an entry that a later run trusts.
+
+Import weight matters (``medmnist-lit prepare`` on cached data must finish in well under 1.5 s): numpy and
+the standard library at module level only; Pillow is imported when decoding, scikit-learn for the demo.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import mmap
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medmnist_lit.decode import available_cpus, decode_listing, fork_is_safe, fork_warning_silenced
+from medmnist_lit.imageset import ImageSet
+from medmnist_lit.sources import (
+    DataError,
+    check_options,
+    class_dir_digest,
+    folder_classes,
+    folder_digest,
+    list_folder,
+    list_zip,
+    read_digits,
+    read_npz,
+    scan_class_dir,
+    source_kind,
+    zip_digest,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Bump when the cache layout or decoding changes; older entries are then ignored.
+FORMAT_VERSION = 1
+#: Environment variable overriding the default cache directory.
+CACHE_ENV = "MEDMNIST_LIT_CACHE"
+#: Temporary build directories older than this are leftovers of killed runs and get removed.
+STALE_SECONDS = 24 * 3600
+#: Folders with fewer image files in total are fingerprinted by one process.
+_SPLIT_MIN_FILES = 9000
+
+
+def default_cache_dir() -> Path:
+    """``$MEDMNIST_LIT_CACHE``, else the platform's user cache dir (``~/.cache/medmnist-lit`` on Linux)."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("medmnist-lit"))
+
+
+# ------------------------------------------------------------------------------------- fingerprint
+def fingerprint(path: Path, kind: str) -> str:
+    """Cheap digest of a source that changes when any of its images is added, removed or modified.
+
+    Equals :attr:`Listing.fingerprint` of a valid source; any layout change makes it differ.
+    """
+    if kind != "folder":
+        return zip_digest(path)  # an .npz is a zip too
+    class_root, classes, stray = folder_classes(path)
+    digests = _class_digests([os.path.join(class_root, name) for name in classes])
+    return folder_digest(class_root, path, classes, digests, stray)
+
+
+def _class_digests(folders: list[str], known: list[tuple[np.ndarray, int]] | None = None) -> list[bytes]:
+    """Per-class-folder digests, listing each folder unless its images are ``known`` (ids, prefix length).
+
+    ``stat``-ing 59k files takes 0.1-0.2 s here, so a forked child does half of the folders when they are
+    large and a CPU is spare (forking costs 2-10 ms); it only lists, stats and hashes, writes 16-byte
+    digests into shared memory and leaves with ``os._exit``. Known names stay in a numpy array until a
+    process needs them: touching Python strings made before the fork would copy their pages. With one
+    CPU, or when forking is unsafe, this process does all.
+    """
+
+    def digest(j: int) -> bytes:
+        if known is None:
+            return scan_class_dir(folders[j])
+        ids, cut = known[j]
+        return class_dir_digest(folders[j], [sample_id[cut:] for sample_id in ids.tolist()])
+
+    # Files per folder: known, or estimated from the directory's own size (ext4: ~28 bytes per entry).
+    weights = [len(k[0]) for k in known] if known is not None else [os.stat(f).st_size // 28 for f in folders]
+    if sum(weights) < _SPLIT_MIN_FILES or not _spare_cpu() or not fork_is_safe():
+        return [digest(j) for j in range(len(folders))]
+    share: tuple[list[int], list[int]] = ([], [])  # (child, parent), balanced greedily
+    loads = [0, 0]
+    for j in sorted(range(len(folders)), key=lambda j: -weights[j]):
+        side = int(loads[1] < loads[0])
+        share[side].append(j)
+        loads[side] += weights[j]
+    child, parent = share
+    record = 17  # a "done" byte and a 16-byte digest per class folder
+    shared = mmap.mmap(-1, record * max(len(child), 1))
+    try:
+        with fork_warning_silenced():
+            pid = os.fork()
+    except OSError:
+        return [digest(j) for j in range(len(folders))]
+    if pid == 0:  # pragma: no cover - child
+        try:
+            for k, j in enumerate(child):
+                shared[record * k : record * (k + 1)] = b"\x01" + digest(j)
+        finally:
+            os._exit(0)
+    digests: dict[int, bytes] = {}
+    try:
+        for j in parent:
+            digests[j] = digest(j)
+    finally:
+        os.waitpid(pid, 0)
+    for k, j in enumerate(child):
+        done = shared[record * k] == 1
+        digests[j] = shared[record * k + 1 : record * (k + 1)] if done else digest(j)
+    shared.close()
+    return [digests[j] for j in range(len(folders))]
+
+
+def _spare_cpu() -> bool:
+    """Whether another CPU looks idle right now: on a busy machine a forked helper only adds its start-up.
+
+    Uses the instantaneous count of runnable tasks in ``/proc/loadavg`` (this process included), not the
+    1-minute average, which still shows the decode that filled the cache a moment ago.
+    """
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    return running < available_cpus()
+
+
+def _layout_dirs(path: Path) -> tuple[str, list[str]]:
+    """The class root and every folder whose entries define the layout: the source, wrappers, classes."""
+    class_root, classes, _ = folder_classes(path)
+    rel = os.path.relpath(class_root, path)
+    chain = [str(path)]
+    for part in [] if rel == os.curdir else rel.split(os.sep):
+        chain.append(os.path.join(chain[-1], part))
+    return class_root, chain + [os.path.join(class_root, name) for name in classes]
+
+
+def _mtimes(dirs: list[str]) -> list[int]:
+    return [os.stat(d).st_mtime_ns for d in dirs]
+
+
+def _quick_fingerprint(path: Path, manifest: dict[str, Any], ids: np.ndarray) -> str | None:
+    """The folder fingerprint without listing the class folders, or ``None`` when they may have changed.
+
+    A folder's mtime changes whenever an entry is added, removed or renamed in it, so while the recorded
+    folder mtimes hold, the cached ids are still the folder's image names and only ``stat`` is needed
+    (the same digest as :func:`fingerprint`, about 20% cheaper). In-place edits still show in the stats.
+    """
+    state = manifest.get("folder_state")
+    if not state or manifest.get("skipped"):
+        return None
+    try:
+        if any(os.stat(os.path.join(path, rel)).st_mtime_ns != m for rel, m in state["dirs"].items()):
+            return None
+        class_root = os.path.normpath(os.path.join(path, state["class_root"]))
+        classes, start, known = manifest["class_names"], 0, []
+        for name in classes:  # ids are "<class>/<file name>", in class order
+            count = manifest["counts"][name]
+            known.append((ids[start : start + count], len(name) + 1))
+            start += count
+        digests = _class_digests([os.path.join(class_root, name) for name in classes], known)
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+    return folder_digest(class_root, path, classes, digests)
+
+
+# ------------------------------------------------------------------------------------------- entries
+def _source_prefix(path: Path, kind: str, channels: int, image_size: int | None) -> str:
+    """Entry-name prefix shared by every version of one source with one set of options."""
+    key = hashlib.blake2b(json.dumps([kind, str(path), channels, image_size]).encode(), digest_size=5).hexdigest()
+    slug = re.sub(r"[^A-Za-z0-9_.]+", "_", path.stem)[:40] or "data"
+    return f"{slug}-{kind}-{key}-"
+
+
+def _entry_name(prefix: str, fp: str) -> str:
+    return prefix + hashlib.blake2b(f"{FORMAT_VERSION}\0{fp}".encode(), digest_size=8).hexdigest()
+
+
+def _read_manifest(entry: Path) -> dict[str, Any] | None:
+    try:
+        manifest = json.loads((entry / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("format_version") == FORMAT_VERSION else None
+
+
+def _load_entry(
+    entry: Path,
+    fp: str,
+    skip_bad: bool,
+    from_cache: bool = True,
+    manifest: dict[str, Any] | None = None,
+    ids: np.ndarray | None = None,
+) -> ImageSet | None:
+    """Open a finished entry (images memory-mapped); ``None`` if it is missing, stale or damaged."""
+    manifest = manifest or _read_manifest(entry)
+    if manifest is None or manifest.get("fingerprint") != fp:
+        return None
+    try:
+        images = np.load(entry / "images.npy", mmap_mode="r")
+        labels = np.load(entry / "labels.npy")
+        ids = np.load(entry / "ids.npy") if ids is None else ids
+        predefined = np.load(entry / "predefined.npy") if manifest.get("predefined") else None
+        if list(images.shape) != manifest["shape"] or len(labels) != len(images) or len(ids) != len(images):
+            return None
+        skipped, kind, class_names = manifest["skipped"], manifest["kind"], tuple(manifest["class_names"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if skipped and not skip_bad:
+        shown = "; ".join(f"{s['id']} ({s['error']})" for s in skipped[:5])
+        raise DataError(
+            f"{len(skipped)} images in {manifest['source']} could not be decoded (recorded in the cache at "
+            f"{entry}): {shown}. Fix or remove them, or pass --data.skip_bad true to skip them."
+        )
+    meta = {"kind": kind, "cache_path": str(entry), "from_cache": from_cache, "skipped": skipped}
+    return ImageSet(
+        images=images,
+        labels=labels,
+        class_names=class_names,
+        ids=ids,
+        predefined=predefined,
+        source=manifest["source"],
+        meta=meta,
+    )
+
+
+def _discard(path: Path) -> None:
+    """Remove a directory by first renaming it aside, so nobody can mistake a half-deleted one for an entry."""
+    trash = path.with_name(f".trash-{path.name}-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        os.rename(path, trash)
+    except OSError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _tidy(root: Path, prefix: str, keep: str) -> None:
+    """Drop superseded entries of the same source and options, and leftovers of killed builds."""
+    now = time.time()
+    for child in root.iterdir():
+        name = child.name
+        try:
+            if name.startswith(".trash-") or (name.startswith(".tmp-") and now - child.stat().st_mtime > STALE_SECONDS):
+                shutil.rmtree(child, ignore_errors=True)
+            elif name.startswith(prefix) and name != keep:
+                _discard(child)
+        except OSError:
+            continue
+
+
+def _build(
+    path: Path, kind: str, root: Path, prefix: str, fp: str, options: dict[str, object], workers: int | None
+) -> tuple[Path, str]:
+    """Decode the source into a new entry; returns the entry and the fingerprint it was built from."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{prefix}", dir=root))
+        tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache ($MEDMNIST_LIT_CACHE) from other users
+    except OSError as exc:
+        raise DataError(
+            f"cannot create the cache directory {str(root)!r} ({exc}); set --data.cache_dir or ${CACHE_ENV}"
+        ) from exc
+    channels, image_size, skip_bad = options["channels"], options["image_size"], options["skip_bad"]
+    assert isinstance(channels, int) and (image_size is None or isinstance(image_size, int))
+    t0 = time.perf_counter()
+    try:
+        skipped: list[dict[str, str]] = []
+        used_workers = 1
+        predefined = None
+        state: dict[str, Any] | None = None  # folder mtimes for the quick fingerprint
+        if kind == "npz":
+            data = read_npz(path, channels=channels, image_size=image_size)
+            np.save(tmp / "images.npy", data.images)
+            shape = list(data.images.shape)
+            labels, ids, class_names, predefined = data.labels, data.ids, data.class_names, data.predefined
+        else:
+            if kind == "folder":
+                class_root, dirs = _layout_dirs(path)
+                before = _mtimes(dirs)
+                listing = list_folder(path)
+                if _mtimes(dirs) == before and _layout_dirs(path) == (class_root, dirs):  # unchanged meanwhile
+                    state = {
+                        "class_root": os.path.relpath(class_root, path),
+                        "dirs": {os.path.relpath(d, path): m for d, m in zip(dirs, before, strict=True)},
+                    }
+            else:
+                listing = list_zip(path)
+            fp = listing.fingerprint  # taken before reading any pixels: a later change re-decodes next time
+            logger.info("Decoding %d images from %s (first use; cached afterwards)", len(listing), path)
+            decoded = decode_listing(
+                listing,
+                channels=channels,
+                image_size=image_size,
+                skip_bad=bool(skip_bad),
+                workers=workers,
+                out_path=tmp / "images.npy",
+            )
+            keep = decoded.keep
+            labels = listing.labels if keep is None else listing.labels[keep]
+            ids = np.array(listing.ids) if keep is None else np.array(listing.ids)[keep]
+            class_names, skipped, used_workers = listing.class_names, decoded.skipped, decoded.workers
+            if not len(labels):
+                raise DataError(f"no decodable images left in {path}")
+            shape = list(decoded.images.shape)
+            del decoded
+        np.save(tmp / "labels.npy", labels)
+        np.save(tmp / "ids.npy", ids)
+        if predefined is not None:
+            np.save(tmp / "predefined.npy", predefined)
+        counts = np.bincount(labels, minlength=len(class_names)).tolist()
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "source": str(path),
+            "kind": kind,
+            "class_names": list(class_names),
+            "counts": dict(zip(class_names, counts, strict=True)),
+            "num_images": len(labels),
+            "shape": shape,
+            "options": {"channels": channels, "image_size": image_size},
+            "fingerprint": fp,
+            "predefined": predefined is not None,
+            "skipped": skipped,
+            "folder_state": state,
+            "workers": used_workers,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        # Written last: an entry directory without a valid manifest is never trusted.
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        entry = root / _entry_name(prefix, fp)
+        _commit(tmp, entry, fp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _tidy(root, prefix, entry.name)
+    return entry, fp
+
+
+def _commit(tmp: Path, entry: Path, fp: str) -> None:
+    """Rename the finished build into place; if another process got there first, keep theirs."""
+    for _ in range(2):
+        try:
+            os.rename(tmp, entry)
+            return
+        except OSError:
+            if not entry.exists():
+                raise
+            if _load_entry(entry, fp, skip_bad=True) is not None:
+                logger.debug("Another process built %s first; discarding this build", entry)
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
+            _discard(entry)  # a damaged entry (files deleted by hand, disk full ...): replace it
+    raise DataError(f"cannot move the decoded cache into place at {entry}")
+
+
+# ------------------------------------------------------------------------------------------- public
+def load_dataset(
+    source: str | os.PathLike[str] | None = None,
+    *,
+    channels: int = 1,
+    image_size: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    skip_bad: bool = False,
+    workers: int | None = None,
+) -> ImageSet:
+    """Load a dataset, decoding it on first use into a cache that later runs memory-map.
+
+    Args:
+        source: A folder with one sub-folder per class (optionally inside one wrapping folder), a ``.zip``
+            of one (read in place), or a MedMNIST ``.npz``. ``None`` loads the bundled 8×8 digits demo.
+        channels: 1 (grayscale, ``Image.convert("L")``) or 3 (RGB).
+        image_size: Resize every image to ``image_size×image_size`` (bilinear); ``None`` keeps the size,
+            which must then be the same for all images.
+        cache_dir: Cache directory (default: :func:`default_cache_dir`).
+        skip_bad: Skip unreadable images (logged, listed in ``meta["skipped"]``) instead of failing.
+        workers: Decoding processes (default: one per CPU for large sets).
+
+    Returns:
+        The images (a read-only memory map for cached sources), labels, class names and ids; ``meta`` holds
+        ``kind``, ``cache_path``, ``from_cache`` and ``skipped``.
+
+    Raises:
+        DataError: The source is missing, of an unknown type, or malformed (the message says which file).
+    """
+    check_options(channels, image_size)
+    if source is None:
+        return read_digits(channels=channels, image_size=image_size)
+    path = Path(source).expanduser()
+    kind = source_kind(path)
+    path = path.resolve()
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    prefix = _source_prefix(path, kind, channels, image_size)
+    t0 = time.perf_counter()
+    # Only fingerprint when some entry of this source exists: on a first run the listing computes it anyway.
+    candidates = sorted(n for n in os.listdir(root) if n.startswith(prefix)) if root.is_dir() else []
+    if kind == "folder":
+        for name in candidates:
+            manifest = _read_manifest(root / name)
+            if manifest is None or not manifest.get("folder_state"):
+                continue
+            try:
+                ids = np.load(root / name / "ids.npy")
+            except (OSError, ValueError):
+                continue
+            fp = _quick_fingerprint(path, manifest, ids) or ""
+            data = _load_entry(root / name, fp, skip_bad, manifest=manifest, ids=ids)
+            if data is not None:
+                logger.debug("Loaded %d cached images of %s in %.3f s", len(data), path, time.perf_counter() - t0)
+                return data
+    if candidates:
+        fp = fingerprint(path, kind)
+        data = _load_entry(root / _entry_name(prefix, fp), fp, skip_bad)
+        if data is not None:
+            logger.debug("Loaded %d cached images of %s in %.3f s", len(data), path, time.perf_counter() - t0)
+            return data
+    else:
+        fp = zip_digest(path) if kind == "npz" else ""
+    options: dict[str, object] = {"channels": channels, "image_size": image_size, "skip_bad": skip_bad}
+    entry, fp = _build(path, kind, root, prefix, fp, options, workers)
+    data = _load_entry(entry, fp, skip_bad, from_cache=False)
+    if data is None:  # pragma: no cover - only if the entry is deleted between build and load
+        raise DataError(f"the cache entry {entry} vanished right after it was built; try again")
+    logger.info("Decoded %d images of %s in %.2f s; cached at %s", len(data), path, time.perf_counter() - t0, entry)
+    return data
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    """What :func:`prepare` did, for ``medmnist-lit prepare`` to print.
+
+    Attributes:
+        source: The source path (or the demo's description).
+        kind: ``"folder"``, ``"zip"``, ``"npz"`` or ``"digits"``.
+        counts: Images per class, in class order.
+        num_images: Total images.
+        image_shape: Shape of one image: ``(H, W)`` or ``(H, W, 3)``.
+        cache_path: The cache entry (``None`` for the demo, which is not cached).
+        from_cache: Whether the images came from an existing cache entry.
+        seconds: Wall time of the load.
+        skipped: Unreadable images skipped (``skip_bad``).
+    """
+
+    source: str
+    kind: str
+    counts: dict[str, int]
+    num_images: int
+    image_shape: tuple[int, ...]
+    cache_path: Path | None
+    from_cache: bool
+    seconds: float
+    skipped: int = 0
+
+    def format(self) -> str:
+        """A human-readable summary with the count per class."""
+        shape = "×".join(str(d) for d in self.image_shape[:2])
+        colour = "RGB" if len(self.image_shape) == 3 else "grayscale"
+        lines = [
+            f"{self.source} ({self.kind}): {self.num_images:,} images, {shape} {colour}, {len(self.counts)} classes"
+        ]
+        width = max(len("total"), *(len(name) for name in self.counts))
+        digits = len(f"{self.num_images:,}")
+        lines += [f"  {name:<{width}}  {count:>{digits},}" for name, count in self.counts.items()]
+        lines.append(f"  {'total':<{width}}  {self.num_images:>{digits},}")
+        if self.skipped:
+            lines.append(f"  skipped {self.skipped:,} unreadable image(s) (see the cache manifest)")
+        how = "loaded from the cache" if self.from_cache else "decoded" if self.cache_path else "loaded"
+        where = f": {self.cache_path}" if self.cache_path else " (not cached)"
+        lines.append(f"{how.capitalize()} in {self.seconds:.2f} s{where}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def prepare(
+    source: str | os.PathLike[str] | None,
+    *,
+    channels: int = 1,
+    image_size: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    skip_bad: bool = False,
+    workers: int | None = None,
+) -> PrepareResult:
+    """Decode ``source`` into the cache now (or confirm it is cached) and summarise it; see :func:`load_dataset`."""
+    t0 = time.perf_counter()
+    data = load_dataset(
+        source, channels=channels, image_size=image_size, cache_dir=cache_dir, skip_bad=skip_bad, workers=workers
+    )
+    seconds = time.perf_counter() - t0
+    cache_path = data.meta.get("cache_path")
+    return PrepareResult(
+        source=data.source,
+        kind=str(data.meta.get("kind", "")),
+        counts=data.counts(),
+        num_images=len(data),
+        image_shape=tuple(data.images.shape[1:]),
+        cache_path=Path(cache_path) if cache_path else None,
+        from_cache=bool(data.meta.get("from_cache", False)),
+        seconds=seconds,
+        skipped=len(data.meta.get("skipped", [])),
+    )
