@@ -19,6 +19,8 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from medmnist_lit.near_duplicates import near_duplicate_groups as near_duplicate_groups  # re-exported
+
 log = logging.getLogger(__name__)
 
 #: Accepted header names (case-insensitive) for the id and group columns of a group CSV, in priority order.
