@@ -49,12 +49,23 @@ class PixelTransform:
         std = std.clamp_min(1e-6)
         return cls((1 / (255 * std)).view(-1, 1, 1), (-mean / std).view(-1, 1, 1))
 
+    @classmethod
+    def stack(cls, transforms: list[PixelTransform]) -> PixelTransform:
+        """One transform per fold; applied to ``N×C×H×W`` pixels it gives ``F×N×C×H×W`` inputs."""
+        scale = torch.stack([t.scale for t in transforms])[:, None]
+        shift = torch.stack([t.shift for t in transforms])[:, None]
+        if all(
+            torch.equal(t.scale, transforms[0].scale) and torch.equal(t.shift, transforms[0].shift) for t in transforms
+        ):
+            return transforms[0]  # identical (no standardisation): keep one shared input
+        return cls(scale, shift)
+
     def to(self, device: torch.device) -> PixelTransform:
         """Move to ``device``."""
         return PixelTransform(self.scale.to(device), self.shift.to(device))
 
     def __call__(self, pixels: Tensor) -> Tensor:
-        """Convert a uint8 batch ``N×C×H×W`` to float inputs."""
+        """Convert a uint8 batch ``N×C×H×W`` to float inputs (``F×N×C×H×W`` for a stacked transform)."""
         return torch.addcmul(self.shift, pixels.to(self.scale.dtype), self.scale)
 
 
@@ -62,20 +73,42 @@ class Block:
     """Consecutive mini-batches of one training epoch, gathered lazily when iterated.
 
     Gathering lazily keeps each mini-batch in cache between its gather and its use.
+
+    With ``exclude`` (a ``folds × N`` boolean mask of samples each fold must not train on) a single fold's
+    excluded samples are dropped from each mini-batch, or, with ``masked``, every mini-batch comes with a
+    ``folds × batch`` keep-mask as a third element (the fold-parallel engine).
     """
 
-    def __init__(self, images: Tensor, labels: Tensor, index: Tensor, batch_size: int, transform: PixelTransform):
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        index: Tensor,
+        batch_size: int,
+        transform: PixelTransform,
+        exclude: Tensor | None = None,
+        masked: bool = False,
+    ) -> None:
         self.images = images
         self.labels = labels
         self.parts = index.split(batch_size)
         self.transform = transform
+        self.exclude = exclude
+        self.masked = masked
 
     def __len__(self) -> int:
         return len(self.parts)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+        exclude = self.exclude
         for part in self.parts:
-            yield self.transform(self.images[part]), self.labels[part]
+            if exclude is None:
+                yield self.transform(self.images[part]), self.labels[part]
+            elif not self.masked:
+                kept = part[~exclude[0, part]]
+                yield self.transform(self.images[kept]), self.labels[kept]
+            else:
+                yield self.transform(self.images[part]), self.labels[part], ~exclude[:, part]
 
     @property
     def num_samples(self) -> int:
@@ -167,6 +200,8 @@ class BatchLoader:
         steps_per_block: Mini-batches per yielded :class:`Block` (training); ``None`` yields plain
             ``(x, y)`` batches (evaluation).
         drop_last: Drop a last mini-batch smaller than ``batch_size``.
+        exclude: ``folds × N`` mask of samples each fold must not train on (cross-validation streams).
+        masked: Yield keep-masks with the batches instead of dropping excluded samples (see :class:`Block`).
     """
 
     #: Lightning inspects ``sampler``/``batch_sampler`` like a ``DataLoader``'s (``set_epoch``, shuffle checks).
@@ -181,6 +216,8 @@ class BatchLoader:
         transform: PixelTransform,
         steps_per_block: int | None = None,
         drop_last: bool = False,
+        exclude: Tensor | None = None,
+        masked: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -191,6 +228,8 @@ class BatchLoader:
         self.transform = transform.to(images.device)
         self.steps_per_block = steps_per_block
         self.drop_last = drop_last
+        self.exclude = exclude
+        self.masked = masked
 
     @property
     def num_batches(self) -> int:
@@ -203,7 +242,7 @@ class BatchLoader:
             return self.num_batches
         return math.ceil(self.num_batches / self.steps_per_block)
 
-    def __iter__(self) -> Iterator[Block | tuple[Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[Block | tuple[Tensor, ...]]:
         order = self.sampler.order().to(self.images.device)
         if self.drop_last:
             order = order[: self.num_batches * self.batch_size]
@@ -212,7 +251,7 @@ class BatchLoader:
                 yield self.transform(self.images[part]), self.labels[part]
         else:
             for chunk in order.split(self.batch_size * self.steps_per_block):
-                yield Block(self.images, self.labels, chunk, self.batch_size, self.transform)
+                yield Block(self.images, self.labels, chunk, self.batch_size, self.transform, self.exclude, self.masked)
 
 
 def auto_steps_per_block(batch_size: int) -> int:

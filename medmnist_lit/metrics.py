@@ -96,8 +96,9 @@ class EpochMetrics(nn.Module):
             "f1": float(values["f1"]),
             "auroc": auroc,
         }
-        for name, acc in zip(self.class_names, values["class_acc"].tolist(), strict=True):
-            scalars[f"acc_{name}"] = acc
+        support = torch.bincount(target, minlength=self.num_classes).tolist()
+        for name, acc, n in zip(self.class_names, values["class_acc"].tolist(), support, strict=True):
+            scalars[f"acc_{name}"] = acc if n else math.nan  # undefined for a class absent from this stage
         confmat = values["confmat"].cpu()
         self.reset()
         return scalars, confmat, probs.cpu(), target.cpu()

@@ -110,19 +110,11 @@ class Classifier(L.LightningModule):
             raise ValueError(f"model.label_smoothing must lie in [0, 1), got {label_smoothing}")
         if isinstance(class_weights, list) and len(class_weights) != num_classes:
             raise ValueError(f"model.class_weights has {len(class_weights)} values for {num_classes} classes")
-        in_features = int(np.prod(input_shape))
-        self.head = build_head(
-            head,
-            in_features,
-            num_classes,
-            hidden_sizes=hidden_sizes,
-            activation=activation,
-            dropout=dropout,
-            batch_norm=batch_norm,
-        )
+        self.head = self.make_head()
         weight = torch.tensor(class_weights, dtype=torch.float32) if isinstance(class_weights, list) else None
         self.class_weight: Tensor | None
-        self.register_buffer("class_weight", weight)
+        # not persistent: explicit weights come from the hyperparameters, "balanced" ones from the data at setup
+        self.register_buffer("class_weight", weight, persistent=False)
         self.train_metrics = EpochMetrics(num_classes, class_names)
         self.val_metrics = EpochMetrics(num_classes, class_names)
         self.test_metrics = EpochMetrics(num_classes, class_names)
@@ -132,6 +124,19 @@ class Classifier(L.LightningModule):
         self.confusion: dict[str, Tensor] = {}
 
     # -------------------------------------------------------------------------------------- model
+    def make_head(self) -> nn.Module:
+        """A freshly initialised head of this model's architecture (drawn from torch's global generator)."""
+        hp = self.hparams
+        return build_head(
+            hp["head"],
+            int(np.prod(hp["input_shape"])),
+            hp["num_classes"],
+            hidden_sizes=hp["hidden_sizes"],
+            activation=hp["activation"],
+            dropout=hp["dropout"],
+            batch_norm=hp["batch_norm"],
+        )
+
     def forward(self, x: Tensor) -> Tensor:
         """Logits of a batch of images."""
         return self.head(x)
@@ -159,10 +164,12 @@ class Classifier(L.LightningModule):
         optimizer = self.optimizers()
         assert not isinstance(optimizer, list), "Classifier trains with a single optimizer"
         metrics = self.train_metrics
-        steps: Iterable[tuple[Tensor, Tensor]] = batch if isinstance(batch, Block) else (batch,)
+        steps: Iterable[tuple[Tensor, ...]] = batch if isinstance(batch, Block) else (batch,)
         for x, y in steps:
             logits = self(x)
-            loss = self.loss(logits, y)
+            # a cross-validation batch may hold none of this fold's samples: a zero-gradient step keeps every
+            # fold on the shared step count (as the fold-parallel engine does)
+            loss = self.loss(logits, y) if len(y) else logits.sum()
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             optimizer.step()
@@ -228,13 +235,11 @@ class Classifier(L.LightningModule):
             return optimizer
         config = dict(self.lr_scheduler_config)
         init_args = dict(config.get("init_args") or {})
-        monitor = init_args.pop("monitor", None) or self.monitor
+        self.monitor = init_args.pop("monitor", None) or self.monitor
         scheduler = instantiate({**config, "init_args": init_args}, optimizer, "torch.optim.lr_scheduler")
         interval = scheduler_interval(scheduler, self.lr_scheduler_interval)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": interval, "monitor": monitor},
-        }
+        # no "monitor" key: in manual optimisation Lightning ignores it (and says so); _step_schedulers uses it
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
     def _step_schedulers(self, interval: str) -> None:
         # manual optimisation: Lightning leaves scheduler stepping to the module, so mirror what its automatic
@@ -243,9 +248,9 @@ class Classifier(L.LightningModule):
             if config.interval != interval:
                 continue
             if isinstance(config.scheduler, ReduceLROnPlateau):
-                value = self.trainer.callback_metrics.get(config.monitor or self.monitor)
+                value = self.trainer.callback_metrics.get(self.monitor)
                 if value is None:
-                    rank_zero_warn(f"ReduceLROnPlateau monitors {config.monitor!r}, which was not logged; not stepped")
+                    rank_zero_warn(f"ReduceLROnPlateau monitors {self.monitor!r}, which was not logged; not stepped")
                     continue
                 config.scheduler.step(float(value))
             else:

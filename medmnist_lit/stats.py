@@ -1,0 +1,66 @@
+"""Uncertainty of estimates: confidence intervals across folds, binomial intervals, paired comparisons."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+
+def describe(values: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
+    """Mean, sample standard deviation, standard error and a Student-t confidence interval of the mean.
+
+    NaN values (e.g. AUROC of a one-sample fold) are left out; ``n`` counts the rest. With fewer than two
+    values the spread and the interval are NaN.
+
+    Returns:
+        ``{"mean", "std", "sem", "ci95": [lo, hi], "n"}`` (the key says 95 whatever ``confidence`` is).
+    """
+    x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    n = len(x)
+    mean = float(x.mean()) if n else math.nan
+    if n < 2:
+        return {"mean": mean, "std": math.nan, "sem": math.nan, "ci95": [math.nan, math.nan], "n": n}
+    std = float(x.std(ddof=1))
+    sem = std / math.sqrt(n)
+    half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1)) * sem
+    return {"mean": mean, "std": std, "sem": sem, "ci95": [mean - half, mean + half], "n": n}
+
+
+def binomial_interval(successes: int, trials: int, confidence: float = 0.95) -> list[float]:
+    """Exact (Clopper-Pearson) interval of a proportion, e.g. leave-one-out accuracy from 0/1 outcomes."""
+    if trials == 0:
+        return [math.nan, math.nan]
+    ci = stats.binomtest(int(successes), int(trials)).proportion_ci(confidence_level=confidence, method="exact")
+    return [float(ci.low), float(ci.high)]
+
+
+def corrected_resampled_ttest(differences: Sequence[float], n_train: float, n_test: float) -> dict[str, float]:
+    """Nadeau & Bengio's corrected resampled t-test of paired differences between two models.
+
+    Differences come from the same resamples (folds × repeats, or seeds); the variance is inflated by
+    ``n_test / n_train`` because the resamples overlap, which the plain paired t-test ignores (it is then
+    far too confident). Nadeau, C. & Bengio, Y. (2003), Inference for the Generalization Error, Machine
+    Learning 52.
+
+    Args:
+        differences: Per-resample score of model A minus model B.
+        n_train: Training-set size of one resample.
+        n_test: Test (validation) set size of one resample.
+
+    Returns:
+        ``{"mean", "t", "p", "n"}``; ``p`` is two-sided, NaN with fewer than two differences.
+    """
+    d = np.asarray(differences, dtype=float)
+    j = len(d)
+    mean = float(d.mean()) if j else math.nan
+    if j < 2:
+        return {"mean": mean, "t": math.nan, "p": math.nan, "n": j}
+    var = float(d.var(ddof=1)) * (1 / j + n_test / n_train)
+    if var == 0:
+        return {"mean": mean, "t": math.inf if mean else math.nan, "p": 0.0 if mean else 1.0, "n": j}
+    t = mean / math.sqrt(var)
+    return {"mean": mean, "t": t, "p": float(2 * stats.t.sf(abs(t), df=j - 1)), "n": j}
