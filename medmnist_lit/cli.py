@@ -1,0 +1,206 @@
+"""The ``medmnist-lit`` command: a thin dispatcher over functions that return results.
+
+Training commands are LightningCLI parsers (:mod:`medmnist_lit.training_cli`); data commands use small
+jsonargparse parsers and import neither torch nor Lightning, so ``prepare`` on cached data starts fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+log = logging.getLogger("medmnist_lit")
+
+USAGE = """usage: medmnist-lit <command> [options]   (medmnist-lit <command> --help for its options)
+
+training (LightningCLI: --config FILE.yaml, dotted overrides, --print_config):
+  fit         train, then test the best checkpoint on the held-out test split
+  validate    score a checkpoint (--ckpt_path) on the validation fold
+  test        score a checkpoint (--ckpt_path) on the test split
+  predict     write class probabilities of a checkpoint for a source's test split
+  cv          k-fold / leave-one-out / grouped cross-validation with aggregated estimates
+  lr-find     Lightning's learning-rate range test: plot and suggestion
+  batch       run an experiment spec (variants × seeds), resumably, with result tables and figures
+  report      rebuild a batch's tables and figures from its directory
+
+data:
+  prepare     decode a source into the cache and print the count per class
+  download    fetch Medical MNIST (58,954 images) from its public copy
+
+examples:
+  medmnist-lit fit --config experiments/seed_logistic.yaml
+  medmnist-lit fit --config experiments/seed_mlp.yaml --data.source ~/data/medical_mnist --trainer.max_epochs 5
+  medmnist-lit prepare --data.source ~/Downloads/medical_mnist.zip
+"""
+
+
+class UsageError(Exception):
+    """A problem with how the command was called (reported without a traceback)."""
+
+
+# ------------------------------------------------------------------------------------------ training
+def _training(command: str, args: Sequence[str]) -> Any:
+    # Lightning's own use of deprecated jsonargparse APIs is not the user's concern
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+    from medmnist_lit.training_cli import build_cli
+
+    return build_cli(command, list(args))
+
+
+def fit_command(args: Sequence[str]) -> int:
+    """``medmnist-lit fit``: train, test the best checkpoint, write the run directory."""
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+    from medmnist_lit.training_cli import run_fit
+
+    run_fit(list(args))
+    return 0
+
+
+def cv_command(args: Sequence[str]) -> int:
+    """``medmnist-lit cv``: one fresh model per fold, per-fold logs, aggregated estimates, out-of-fold predictions."""
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+    from medmnist_lit.training_cli import run_cv
+
+    run_cv(list(args))
+    return 0
+
+
+def _evaluate_command(command: str, args: Sequence[str]) -> int:
+    from medmnist_lit.training import log_stage_result
+
+    cli = _training(command, args)
+    ckpt = cli.config.get("ckpt_path")
+    if not ckpt:
+        raise UsageError(f"{command} needs --ckpt_path (a checkpoint written by fit)")
+    run = cli.trainer.validate if command == "validate" else cli.trainer.test
+    results = run(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt, verbose=False)
+    log_stage_result(command, results[0], cli.trainer)
+    return 0
+
+
+def predict_command(args: Sequence[str]) -> int:
+    """``medmnist-lit predict``: class probabilities of a checkpoint for the test split, as CSV."""
+    from medmnist_lit.training import predict_to_csv
+
+    cli = _training("predict", args)
+    ckpt = cli.config.get("ckpt_path")
+    if not ckpt:
+        raise UsageError("predict needs --ckpt_path (a checkpoint written by fit)")
+    path = predict_to_csv(cli.trainer, cli.model, cli.datamodule, ckpt, cli.config.predict.output)
+    log.info("predictions: %s", path)
+    return 0
+
+
+def lr_find_command(args: Sequence[str]) -> int:
+    """``medmnist-lit lr-find``: Lightning's learning-rate range test."""
+    from medmnist_lit.training import find_lr
+    from medmnist_lit.training_cli import LRFindOptions
+
+    cli = _training("lr-find", args)
+    find_lr(cli.trainer, cli.model, cli.datamodule, LRFindOptions(**cli.config.lr_find.as_dict()))
+    return 0
+
+
+def batch_command(args: Sequence[str]) -> int:
+    """``medmnist-lit batch``: every variant × seed of an experiment spec, resumable."""
+    from medmnist_lit.batch import batch_command as run
+
+    return run(args)
+
+
+def report_command(args: Sequence[str]) -> int:
+    """``medmnist-lit report``: a batch's tables and figures, rebuilt from disk."""
+    from medmnist_lit.report import report_command as run
+
+    return run(args)
+
+
+# ---------------------------------------------------------------------------------------------- data
+def _data_parser(prog: str, description: str) -> Any:
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog=f"medmnist-lit {prog}", description=description)
+    parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML file with a data: section.")
+    return parser
+
+
+def prepare_command(args: Sequence[str]) -> int:
+    """``medmnist-lit prepare``: decode a source into the cache and print the count per class."""
+    from medmnist_lit.cache import load_dataset, prepare
+
+    parser = _data_parser("prepare", "Decode a source once into the cache; later runs memory-map it.")
+    parser.add_function_arguments(load_dataset, "data", skip={"workers"})
+    parser.add_argument("--workers", type=int | None, default=None, help="Decoding processes (default: all cores).")
+    config = parser.parse_args(list(args))
+    _setup_plain_logging()
+    result = prepare(**config.data.as_dict(), workers=config.workers)
+    print(result)
+    return 0
+
+
+def download_command(args: Sequence[str]) -> int:
+    """``medmnist-lit download``: fetch Medical MNIST and print where it is."""
+    from medmnist_lit.download import DEFAULT_URL, download
+
+    parser = _data_parser("download", "Fetch Medical MNIST (58,954 64×64 JPEGs in 6 class folders).")
+    parser.add_argument("--root", default="data", help="Folder that will hold medical_mnist/.")
+    parser.add_argument("--url", default=DEFAULT_URL, help="Archive URL (a zip whose resized/ holds the classes).")
+    parser.add_argument("--force", type=bool, default=False, help="Download again even if complete.")
+    config = parser.parse_args(list(args))
+    _setup_plain_logging()
+    path = download(config.root, config.url, force=config.force)
+    print(f"Medical MNIST is in {path}")
+    print(f"train on it with: medmnist-lit fit --config experiments/seed_logistic.yaml --data.source {path}")
+    return 0
+
+
+def _setup_plain_logging() -> None:
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "fit": fit_command,
+    "validate": lambda args: _evaluate_command("validate", args),
+    "test": lambda args: _evaluate_command("test", args),
+    "predict": predict_command,
+    "cv": cv_command,
+    "lr-find": lr_find_command,
+    "batch": batch_command,
+    "report": report_command,
+    "prepare": prepare_command,
+    "download": download_command,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``medmnist-lit``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    run = COMMANDS.get(command)
+    if run is None:
+        print(f"medmnist-lit: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    try:
+        return run(rest)
+    except (UsageError, ValueError, OSError) as err:
+        if os.environ.get("MEDMNIST_LIT_DEBUG"):
+            raise
+        print(f"medmnist-lit {command}: error: {err}", file=sys.stderr)
+        print("(set MEDMNIST_LIT_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 2
+
+
+def entry_point() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
