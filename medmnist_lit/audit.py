@@ -303,7 +303,7 @@ def audit(
             report["warnings"].append(message)
             warnings.warn(message, LeakageWarning, stacklevel=2)
     report["seconds"] = round(time.perf_counter() - started, 3)
-    log.info("leakage audit of %d images took %.2f s", n, report["seconds"])
+    log.debug("leakage audit of %d images took %.2f s", n, report["seconds"])
     return report
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ training (LightningCLI: --config FILE.yaml, dotted overrides, --print_config):
 data:
   prepare     decode a source into the cache and print the count per class
   download    fetch Medical MNIST (58,954 images) from its public copy
+  audit       leakage audit: exact and near duplicates within the data and across its split
 
 examples:
   medmnist-lit fit --config experiments/seed_logistic.yaml
@@ -141,6 +143,28 @@ def prepare_command(args: Sequence[str]) -> int:
     return 0
 
 
+def audit_command(args: Sequence[str]) -> int:
+    """``medmnist-lit audit``: exact and near duplicates within a source and across its split."""
+    from medmnist_lit.audit import audit, format_audit
+    from medmnist_lit.datamodule import MedMNISTDataModule
+    from medmnist_lit.files import write_json
+
+    parser = _data_parser("audit", "Leakage audit: duplicates within the data and across train/val/test.")
+    parser.add_class_arguments(MedMNISTDataModule, "data")
+    parser.add_argument("--output", type=str | None, default=None, help="Also write the report as JSON here.")
+    config = parser.parse_args(list(args))
+    _setup_plain_logging()
+    datamodule = MedMNISTDataModule(**config.data.as_dict())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the formatted report carries the warning
+        report = audit(datamodule.dataset, datamodule.split)
+    print(format_audit(report))
+    if config.output:
+        write_json(config.output, report)
+        print(f"report: {config.output}")
+    return 0
+
+
 def download_command(args: Sequence[str]) -> int:
     """``medmnist-lit download``: fetch Medical MNIST and print where it is."""
     from medmnist_lit.download import DEFAULT_URL, download
@@ -177,6 +201,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "report": report_command,
     "prepare": prepare_command,
     "download": download_command,
+    "audit": audit_command,
 }
 
 

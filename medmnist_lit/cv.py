@@ -130,7 +130,8 @@ def _sequential(
         datamodule.fold = fold
         L.seed_everything(seed + fold, workers=True, verbose=False)
         fold_model = fresh_model(model)
-        result = fit_and_test(recipe.build(run_dir / f"fold_{fold}"), fold_model, datamodule, announce=False)
+        trainer = recipe.build(run_dir / f"fold_{fold}")
+        result = fit_and_test(trainer, fold_model, datamodule, announce=False, audit=False)
         yield FoldOutcome(fold, result.metrics, result.val, fold_model)
 
 
@@ -234,7 +235,8 @@ def _refit(
     try:
         L.seed_everything(seed, workers=True, verbose=False)
         refit_model = fresh_model(model)
-        result = fit_and_test(recipe.build(run_dir / "refit", monitor=None), refit_model, datamodule, announce=False)
+        trainer = recipe.build(run_dir / "refit", monitor=None)
+        result = fit_and_test(trainer, refit_model, datamodule, announce=False, audit=False)
     finally:
         datamodule.refit = False
     log.info(
@@ -306,7 +308,7 @@ def estimate_seconds(
 
 def run_cv_cli(cli: Any, options: CVOptions) -> CVResult:
     """``medmnist-lit cv`` on an instantiated :class:`~medmnist_lit.training_cli.TrainingCLI`."""
-    from medmnist_lit.training import log_hparams
+    from medmnist_lit.training import audit_run, log_hparams
 
     datamodule, template, trainer = cli.datamodule, cli.model, cli.trainer
     split = datamodule.split
@@ -322,6 +324,7 @@ def run_cv_cli(cli: Any, options: CVOptions) -> CVResult:
     else:
         log.info("%s: %d folds ≈ %s (%s)", split.strategy, n_folds, _duration(total), engine)
     run_dir.mkdir(parents=True, exist_ok=True)
+    audit_run(datamodule, run_dir)
     cli.parser.save(cli.config, run_dir / "config.yaml", skip_none=False, overwrite=True)
     datamodule.save_split(run_dir / "split.npz")
     seed = int(cli.config.get("seed_everything") or 0)

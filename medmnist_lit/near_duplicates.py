@@ -330,7 +330,7 @@ def _find(images: np.ndarray, threshold: float, grid: int, chunk: int, started: 
     component[active] = connected_components(graph, directed=False)[1]
     codes = _first_appearance(component[rep_of])
     sizes = np.bincount(codes)
-    log.info(
+    log.debug(
         "near-duplicates (Pearson r >= %.3g of %dx%d thumbnails): %d pairs, %d of %d images in %d clusters "
         "(largest %d, %d flat) in %.2f s",
         threshold, min(grid, images.shape[1]), min(grid, images.shape[2]), n_pairs, int(sizes[sizes > 1].sum()),

@@ -180,6 +180,7 @@ def fit_and_test(
     *,
     ckpt_path: str | None = None,
     announce: bool = True,
+    audit: bool = True,
 ) -> RunResult:
     """Train, then score the best checkpoint on validation and test data; write ``metrics.json``.
 
@@ -189,11 +190,14 @@ def fit_and_test(
         datamodule: A :class:`~medmnist_lit.datamodule.MedMNISTDataModule`.
         ckpt_path: Resume training from this checkpoint.
         announce: Log the test accuracy and the run directory.
+        audit: Run the leakage audit of the data and split first and save it as ``leakage.json``.
 
     Returns:
         The run's :class:`RunResult`.
     """
     start = time.perf_counter()
+    if audit and trainer.is_global_zero:
+        audit_run(datamodule, run_dir(trainer))
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     checkpoint = trainer.checkpoint_callback
     best = getattr(checkpoint, "best_model_path", "") or None
@@ -228,6 +232,25 @@ def fit_and_test(
             )
         log.info("run dir: %s", directory)
     return RunResult(directory, metrics, best, history, val)
+
+
+def audit_run(datamodule: Any, directory: Path) -> dict[str, Any]:
+    """Leakage audit of the data and its split, saved as ``leakage.json``; leaks are logged as warnings."""
+    import warnings
+
+    from medmnist_lit.audit import audit
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = audit(datamodule.dataset, datamodule.split)
+    write_json(directory / "leakage.json", report)
+    exact, near = report["exact"]["n_pairs"], report["near"]["n_pairs"]
+    log.info(
+        "leakage audit: %d exact-duplicate and %d near-duplicate pairs (%s)", exact, near, directory / "leakage.json"
+    )
+    for warning in caught:
+        log.warning("WARNING: %s", warning.message)
+    return report
 
 
 def log_stage_result(command: str, result: dict[str, Any], trainer: L.Trainer) -> None:
