@@ -29,7 +29,6 @@ def test_minibatch_full_batch_and_online_regimes() -> None:
 def test_shuffle_visits_every_training_sample_once_per_epoch_in_a_new_order() -> None:
     dm = MedMNISTDataModule(batch_size=100, steps_per_block=3)
     loader = dm.train_dataloader()
-    images, _ = dm.tensors()
     first = torch.cat([y for _, y in _steps(loader)])
     loader.sampler.set_epoch(1)
     second = torch.cat([y for _, y in _steps(loader)])
@@ -105,7 +104,7 @@ def test_cross_validation_stream_masks_each_folds_validation_samples() -> None:
     assert sorted(kept.tolist()) == dm.indices("train").tolist()  # every training sample once, no validation one
     assert sum(len(y) for _, y in _steps(loader)) == len(kept)
     masked = dm.stream_loader([0, 1, 2], masked=True)
-    x, y, keep = next(iter(next(iter(masked))))
+    _, y, keep = next(iter(next(iter(masked))))
     assert keep.shape == (3, len(y)) and bool((keep.sum(0) == 2).all())  # each sample validates exactly one fold
 
 

@@ -13,7 +13,10 @@ from medmnist_lit.heads import MLP
 from medmnist_lit.parallel import StackedHead
 from medmnist_lit.training_cli import run_cv
 
-SGD = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3}}
+SGD = {
+    "class_path": "torch.optim.SGD",
+    "init_args": {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3},
+}
 ADAM = {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.005}}
 
 
@@ -48,7 +51,16 @@ def _assert_same_folds(parallel: Any, sequential: Any) -> None:
     for fold in range(3):
         a = json.loads((parallel.run_dir / f"fold_{fold}" / "metrics.json").read_text())
         b = json.loads((sequential.run_dir / f"fold_{fold}" / "metrics.json").read_text())
-        for key in ("train/loss", "train/acc", "val/loss", "val/acc", "val/auroc", "test/loss", "test/acc", "best_epoch"):
+        for key in (
+            "train/loss",
+            "train/acc",
+            "val/loss",
+            "val/acc",
+            "val/auroc",
+            "test/loss",
+            "test/acc",
+            "best_epoch",
+        ):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (fold, key)
         weights = []
         for run in (parallel, sequential):
@@ -80,7 +92,9 @@ def test_leave_one_out_in_passes(tmp_path: Path) -> None:
     # 40 LOO folds in passes of 16 heads: folds in different passes still match sequential training
     data = {"split": "loo", "subset": 40, "test_fraction": 0.0, "batch_size": 8}
     parallel = run_cv(_config(tmp_path, "p", "parallel", data=data, cv={"engine": "parallel", "folds_per_pass": 16}))
-    sequential = run_cv(_config(tmp_path, "s", "sequential", data=data, cv={"engine": "sequential", "folds_to_run": [0, 17, 39]}))
+    sequential = run_cv(
+        _config(tmp_path, "s", "sequential", data=data, cv={"engine": "sequential", "folds_to_run": [0, 17, 39]})
+    )
     for fold in (0, 17, 39):
         a = json.loads((parallel.run_dir / f"fold_{fold}" / "metrics.json").read_text())
         b = json.loads((sequential.run_dir / f"fold_{fold}" / "metrics.json").read_text())
