@@ -119,5 +119,5 @@ def test_scheduler_config_and_interval() -> None:
 
 def test_bad_optimizer_path_names_it() -> None:
     model = Classifier(num_classes=3, input_shape=(1, 2, 2), optimizer={"class_path": "torch.optim.Adamm"})
-    with pytest.raises(ValueError, match="torch.optim.Adamm"):
+    with pytest.raises(ValueError, match=r"torch\.optim\.Adamm"):
         model.configure_optimizers()

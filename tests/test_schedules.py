@@ -26,7 +26,12 @@ BATCHES = 17  # digits demo: 1,077 training images in batches of 64
 
 
 def _train(
-    tmp_path: Path, *, scheduler: dict | None = None, callbacks: tuple = (), steps_per_block: int | None = 1, **model: Any
+    tmp_path: Path,
+    *,
+    scheduler: dict | None = None,
+    callbacks: tuple = (),
+    steps_per_block: int | None = 1,
+    **model: Any,
 ) -> tuple[list[float], Classifier]:
     """Fit the digits demo; return the logged learning rates (one per logged step, in order) and the model."""
     torch.manual_seed(0)
