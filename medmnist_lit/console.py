@@ -38,5 +38,7 @@ def setup_console(level: int = logging.INFO) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # epoch metrics are computed by torchmetrics, which already synchronises processes
+    warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\(")
     # a refit has no validation part on purpose
     warnings.filterwarnings("ignore", message="Total length of .* across ranks is zero")

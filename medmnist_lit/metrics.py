@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -32,29 +33,29 @@ class EpochMetrics(nn.Module):
     Args:
         num_classes: Number of classes; 2 reports AUROC of class 1 (binary AUROC).
         class_names: Names used for the per-class accuracy keys ``acc_<name>``.
+        sync: Gather the states of all processes when computing (``False``: this process's samples only).
     """
 
-    def __init__(self, num_classes: int, class_names: Sequence[str] | None = None) -> None:
+    def __init__(self, num_classes: int, class_names: Sequence[str] | None = None, sync: bool = True) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         if len(self.class_names) != num_classes:
             raise ValueError(f"{len(self.class_names)} class names for {num_classes} classes")
+        options: dict[str, Any] = {"validate_args": False, "sync_on_compute": sync}
         self.labels = MetricCollection(
             {
-                "acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False),
-                "f1": MulticlassF1Score(num_classes, average="macro", validate_args=False),
-                "class_acc": MulticlassAccuracy(num_classes, average=None, validate_args=False),
-                "confmat": MulticlassConfusionMatrix(num_classes, validate_args=False),
+                "acc": MulticlassAccuracy(num_classes, average="micro", **options),
+                "f1": MulticlassF1Score(num_classes, average="macro", **options),
+                "class_acc": MulticlassAccuracy(num_classes, average=None, **options),
+                "confmat": MulticlassConfusionMatrix(num_classes, **options),
             },
             compute_groups=True,
         )
         self.auroc = (
-            BinaryAUROC(validate_args=False)
-            if num_classes == 2
-            else MulticlassAUROC(num_classes, average="macro", validate_args=False)
+            BinaryAUROC(**options) if num_classes == 2 else MulticlassAUROC(num_classes, average="macro", **options)
         )
-        self.loss = MeanMetric()
+        self.loss = MeanMetric(sync_on_compute=sync)
         self._logits: list[Tensor] = []
         self._targets: list[Tensor] = []
         self._losses: list[Tensor] = []
@@ -84,20 +85,22 @@ class EpochMetrics(nn.Module):
         probs = logits.softmax(-1)
         self.loss.update(torch.stack(self._losses).sum() / len(target), weight=len(target))
         self.labels.update(probs, target)
-        present = torch.unique(target).numel()
+        self.auroc.update(probs[:, 1] if self.num_classes == 2 else probs, target)
+        values = self.labels.compute()
+        # counts after synchronisation: every process takes the same branches (collectives must match)
+        support = values["confmat"].sum(1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torchmetrics warns about classes absent from a small stage
-            self.auroc.update(probs[:, 1] if self.num_classes == 2 else probs, target)
-            auroc = float(self.auroc.compute()) if present > 1 else math.nan
-        values = self.labels.compute()
+            auroc = float(self.auroc.compute())
+        if int((support > 0).sum()) < 2:
+            auroc = math.nan  # a ranking needs two classes
         scalars = {
             "loss": float(self.loss.compute()),
             "acc": float(values["acc"]),
             "f1": float(values["f1"]),
             "auroc": auroc,
         }
-        support = torch.bincount(target, minlength=self.num_classes).tolist()
-        for name, acc, n in zip(self.class_names, values["class_acc"].tolist(), support, strict=True):
+        for name, acc, n in zip(self.class_names, values["class_acc"].tolist(), support.tolist(), strict=True):
             scalars[f"acc_{name}"] = acc if n else math.nan  # undefined for a class absent from this stage
         confmat = values["confmat"].cpu()
         self.reset()

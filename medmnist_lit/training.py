@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -109,7 +109,8 @@ def score(model: Any, loader: Any, prefix: str) -> Scores:
     """
     was_training = model.training
     model.eval()
-    metrics = EpochMetrics(model.hparams.num_classes, model.hparams.class_names).to(model.device)
+    # every process scores all samples itself: no synchronisation across processes
+    metrics = EpochMetrics(model.hparams.num_classes, model.hparams.class_names, sync=False).to(model.device)
     for x, y in loader:
         logits = model(x.to(model.device))
         metrics.update(logits, y.to(model.device), model.loss(logits, y.to(model.device)))
@@ -181,6 +182,7 @@ def fit_and_test(
     ckpt_path: str | None = None,
     announce: bool = True,
     audit: bool = True,
+    checkpoint: Literal["best", "last"] = "best",
 ) -> RunResult:
     """Train, then score the best checkpoint on validation and test data; write ``metrics.json``.
 
@@ -191,19 +193,21 @@ def fit_and_test(
         ckpt_path: Resume training from this checkpoint.
         announce: Log the test accuracy and the run directory.
         audit: Run the leakage audit of the data and split first and save it as ``leakage.json``.
+        checkpoint: Score the ``best`` checkpoint (lowest validation loss) or the ``last`` epoch's weights. Picking
+            the best epoch by validation loss makes that validation score optimistic; the test score stays honest.
 
     Returns:
         The run's :class:`RunResult`.
     """
     start = time.perf_counter()
+    directory = run_dir(trainer)  # on every process: a collective call with several
     if audit and trainer.is_global_zero:
-        audit_run(datamodule, run_dir(trainer))
+        audit_run(datamodule, directory)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    checkpoint = trainer.checkpoint_callback
-    best = getattr(checkpoint, "best_model_path", "") or None
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None if checkpoint == "best" else None
     history = {k: list(v) for k, v in getattr(model, "history", {}).items()}
     epochs = len(history.get("train/loss", []))
-    best_epoch = _best_epoch(best, history)
+    best_epoch = _best_epoch(best, history) if checkpoint == "best" else epochs - 1
 
     metrics: dict[str, float] = {}
     if best_epoch is not None:
@@ -219,7 +223,6 @@ def fit_and_test(
         n_test=float(sizes["n_test"]),
         seconds=time.perf_counter() - start,
     )
-    directory = run_dir(trainer)
     if trainer.is_global_zero:
         write_json(directory / "metrics.json", metrics)
         log_hparams(trainer.loggers, model, datamodule, metrics)

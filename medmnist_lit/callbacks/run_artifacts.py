@@ -9,7 +9,6 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_only
 
 from medmnist_lit.plots import confusion_figure, curves_figure, save_figure
 
@@ -25,7 +24,10 @@ CHART_LAYOUT = {
 
 
 def run_dir(trainer: L.Trainer) -> Path:
-    """The run directory (``lightning_logs/<name>/version_<n>`` with the default logger)."""
+    """The run directory (``lightning_logs/<name>/version_<n>`` with the default logger).
+
+    Call it on every process: with several processes ``trainer.log_dir`` is a collective (broadcast) call.
+    """
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
@@ -53,10 +55,11 @@ class RunArtifacts(Callback):
     def __init__(self, figures: bool = True) -> None:
         self.figures = figures
 
-    @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Save the split and the chart layout."""
-        directory = run_dir(trainer)
+        directory = run_dir(trainer)  # every process: log_dir is broadcast from rank 0
+        if not trainer.is_global_zero:
+            return
         directory.mkdir(parents=True, exist_ok=True)
         datamodule = getattr(trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "save_split"):
@@ -65,26 +68,25 @@ class RunArtifacts(Callback):
         if writer is not None:
             writer.add_custom_scalars(CHART_LAYOUT)
 
-    @rank_zero_only
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Plot the learning curves; put the last validation confusion matrix in TensorBoard."""
-        if not self.figures:
+        directory = run_dir(trainer)
+        if not self.figures or not trainer.is_global_zero:
             return
         history = getattr(pl_module, "history", None)
         if history:
-            save_figure(curves_figure(history), run_dir(trainer) / "curves.png")
+            save_figure(curves_figure(history), directory / "curves.png")
         self._confusion_to_tensorboard(trainer, pl_module, "val")
 
-    @rank_zero_only
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Save the test confusion matrix as ``confusion_matrix.png`` and in TensorBoard."""
+        directory = run_dir(trainer)
         matrix = getattr(pl_module, "confusion", {}).get("test")
-        if matrix is None or not self.figures:
+        if matrix is None or not self.figures or not trainer.is_global_zero:
             return
         names = _class_names(pl_module, len(matrix))
         save_figure(
-            confusion_figure(matrix.numpy(), names, "Test confusion matrix"),
-            run_dir(trainer) / "confusion_matrix.png",
+            confusion_figure(matrix.numpy(), names, "Test confusion matrix"), directory / "confusion_matrix.png"
         )
         self._confusion_to_tensorboard(trainer, pl_module, "test")
 
