@@ -53,6 +53,10 @@ class CVOptions:
             (:mod:`medmnist_lit.parallel`) and one after another otherwise; ``parallel`` or ``sequential`` force
             one. Both give the same results, to within float tolerance.
         folds_per_pass: Folds trained together in one pass (default: as many as fit in memory).
+        checkpoint: Which weights of each fold are scored: ``last`` (the final epoch; the default, an honest
+            estimate) or ``best`` (the epoch with the lowest loss on the fold's own validation samples — choosing
+            the epoch on the very samples that are then scored makes the estimate optimistic, badly so for
+            leave-one-out, where each fold validates on one image).
     """
 
     folds_to_run: list[int] | None = None
@@ -60,6 +64,7 @@ class CVOptions:
     loo_limit: int = 2000
     engine: Literal["auto", "parallel", "sequential"] = "auto"
     folds_per_pass: int | None = None
+    checkpoint: Literal["last", "best"] = "last"
 
 
 @dataclass
@@ -124,14 +129,20 @@ def choose_engine(options: CVOptions, model: Any, recipe: TrainerRecipe) -> tupl
 
 
 def _sequential(
-    model: Any, datamodule: Any, recipe: TrainerRecipe, run_dir: Path, folds: list[int], seed: int
+    model: Any,
+    datamodule: Any,
+    recipe: TrainerRecipe,
+    run_dir: Path,
+    folds: list[int],
+    seed: int,
+    checkpoint: Literal["best", "last"],
 ) -> Iterator[FoldOutcome]:
     for fold in folds:
         datamodule.fold = fold
         L.seed_everything(seed + fold, workers=True, verbose=False)
         fold_model = fresh_model(model)
         trainer = recipe.build(run_dir / f"fold_{fold}")
-        result = fit_and_test(trainer, fold_model, datamodule, announce=False, audit=False)
+        result = fit_and_test(trainer, fold_model, datamodule, announce=False, audit=False, checkpoint=checkpoint)
         yield FoldOutcome(fold, result.metrics, result.val, fold_model)
 
 
@@ -178,9 +189,9 @@ def cross_validate(
     external_probs: list[torch.Tensor] = []
     folds_per_repeat = split.n_folds // max(1, int(split.params.get("repeats") or 1))
     outcomes = (
-        train_parallel(model, datamodule, recipe, run_dir, folds, seed, options.folds_per_pass)
+        train_parallel(model, datamodule, recipe, run_dir, folds, seed, options.folds_per_pass, options.checkpoint)
         if engine == "parallel"
-        else _sequential(model, datamodule, recipe, run_dir, folds, seed)
+        else _sequential(model, datamodule, recipe, run_dir, folds, seed, options.checkpoint)
     )
     try:
         for outcome in outcomes:

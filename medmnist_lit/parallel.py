@@ -312,7 +312,13 @@ def _save_checkpoint(model: Classifier, path: Path, epoch: int, global_step: int
 
 
 def _finish_fold(
-    run: FoldParallelClassifier, row: int, scorer: Classifier, datamodule: Any, run_dir: Path, seconds: float
+    run: FoldParallelClassifier,
+    row: int,
+    scorer: Classifier,
+    datamodule: Any,
+    run_dir: Path,
+    seconds: float,
+    checkpoint: str,
 ) -> FoldOutcome:
     """Write one fold's directory as a sequential fold would: events, checkpoints, metrics.json."""
     from medmnist_lit.cv import FoldOutcome
@@ -324,6 +330,7 @@ def _finish_fold(
     history = run.fold_history(row)
     epochs = len(history.get("train/loss", []))
     best_epoch = int(run.best_epoch[row]) if run.best_epoch[row] >= 0 else epochs - 1
+    scored = best_epoch if checkpoint == "best" else epochs - 1
     logger = TensorBoardLogger(save_dir=run_dir, name="", version=directory.name, default_hp_metric=False)
     for epoch in range(epochs):
         logger.log_metrics({key: values[epoch] for key, values in history.items()}, step=epoch)
@@ -333,8 +340,10 @@ def _finish_fold(
     _save_checkpoint(scorer, directory / "checkpoints" / "last.ckpt", epochs - 1, steps)
     scorer.head.load_state_dict(run.best_head_state(row))
     _save_checkpoint(scorer, directory / "checkpoints" / f"best-epoch{best_epoch:03d}.ckpt", best_epoch, steps)
+    if checkpoint != "best":
+        scorer.head.load_state_dict(last)
 
-    metrics: dict[str, float] = {k: v[best_epoch] for k, v in history.items() if k.startswith("train/")}
+    metrics: dict[str, float] = {k: v[scored] for k, v in history.items() if k.startswith("train/")}
     device = scorer.device
     val = None
     if len(datamodule.indices("val")):
@@ -348,7 +357,7 @@ def _finish_fold(
         metrics.update(score(scorer, datamodule.external_loader(device), "external").metrics)
     sizes = datamodule.describe()
     metrics.update(
-        best_epoch=float(best_epoch),
+        best_epoch=float(scored),
         epochs=float(epochs),
         n_train=float(sizes["n_train"]),
         n_val=float(sizes["n_val"]),
@@ -368,6 +377,7 @@ def train_parallel(
     folds: list[int],
     seed: int,
     per_pass: int | None = None,
+    checkpoint: str = "last",
 ) -> Iterator[FoldOutcome]:
     """Train ``folds`` in passes of stacked heads; yield each fold's outcome with its directory written.
 
@@ -408,7 +418,7 @@ def train_parallel(
         log.info("folds %s trained together in one pass (%.1f s)", _span(chunk), time.perf_counter() - began)
         seconds = (time.perf_counter() - began) / len(chunk)
         for row in range(len(chunk)):
-            yield _finish_fold(run, row, scorer, datamodule, run_dir, seconds)
+            yield _finish_fold(run, row, scorer, datamodule, run_dir, seconds, checkpoint)
 
 
 def _span(folds: list[int]) -> str:

@@ -45,6 +45,9 @@ def test_every_fold_has_its_own_directory(kfold_run: Path) -> None:
     for name in ("summary.json", "folds.csv", "oof.csv", "config.yaml", "split.npz"):
         assert (kfold_run / name).exists(), name
     assert (kfold_run / "refit" / "metrics.json").exists()
+    # folds are scored at their last epoch by default: choosing the epoch on the validation fold would bias it
+    fold = json.loads((kfold_run / "fold_1" / "metrics.json").read_text())
+    assert fold["best_epoch"] == fold["epochs"] - 1
 
 
 def test_summary_is_the_aggregate_of_folds_csv(kfold_run: Path) -> None:
@@ -115,8 +118,16 @@ def test_loo_above_the_limit_is_refused_with_the_estimate(tmp_path: Path, monkey
 def test_loo_on_a_subset(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     run = _cv(
-        tmp_path, "loo", "--data.split", "loo", "--data.subset", "20", "--data.test_fraction", "0",
-        "--trainer.max_epochs", "1",
+        tmp_path,
+        "loo",
+        "--data.split",
+        "loo",
+        "--data.subset",
+        "20",
+        "--data.test_fraction",
+        "0",
+        "--trainer.max_epochs",
+        "1",
     )
     summary = json.loads((run / "summary.json").read_text())
     assert summary["run"]["n_folds"] == 20 and summary["oof/n"] == 20
@@ -139,8 +150,16 @@ def test_external_source_is_scored_by_every_fold_and_the_ensemble(tmp_path: Path
     make_image_folder(tmp_path / "train", {"A": 15, "B": 15}, size=8)
     make_image_folder(tmp_path / "other", {"B": 5, "A": 5}, size=8, seed=3)  # other class order on disk
     run = _cv(
-        tmp_path, "ext", "--data.source", str(tmp_path / "train"), "--data.test_source", str(tmp_path / "other"),
-        "--data.split", "kfold", "--data.folds", "2",
+        tmp_path,
+        "ext",
+        "--data.source",
+        str(tmp_path / "train"),
+        "--data.test_source",
+        str(tmp_path / "other"),
+        "--data.split",
+        "kfold",
+        "--data.folds",
+        "2",
     )
     summary = json.loads((run / "summary.json").read_text())
     assert "external/acc" in summary and summary["folds/external/acc"]["n"] == 2
