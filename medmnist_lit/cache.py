@@ -2,11 +2,12 @@
 
 A cache entry is a directory ``<cache_dir>/<name>-<kind>-<source key>-<fingerprint key>/`` holding
 ``images.npy`` (uint8, memory-mapped on load), ``labels.npy``, ``ids.npy`` (numpy unicode), optionally
-``predefined.npy`` and ``manifest.json``. Its name changes with the source's fingerprint (folder: relative
-names, sizes and ``mtime_ns`` of the images; zip/npz: file size and central directory, which holds every
-member's CRC-32), the conversion options and :data:`FORMAT_VERSION`, so any change to the source re-decodes.
-While the mtimes of a folder source's directories are unchanged, a cached load takes the image names from
-the entry instead of listing the folders, and only ``stat``-s the files (same fingerprint, less work).
+``predefined.npy`` and ``manifest.json``. Its name changes with the source's fingerprint
+(:mod:`medmnist_lit.fingerprint`; folder: relative names, sizes and ``mtime_ns`` of the images; zip/npz: file
+size and central directory, which holds every member's CRC-32), the conversion options and
+:data:`FORMAT_VERSION`, so any change to the source re-decodes. While the mtimes of a folder source's
+directories are unchanged, a cached load takes the image names from the entry instead of listing the folders,
+and only ``stat``-s the files (same fingerprint, less work).
 An entry is built in a temporary directory inside ``cache_dir``, the manifest is written last and the
 directory is renamed into place, so an interrupted build never leaves an entry that a later run trusts.
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import mmap
 import os
 import re
 import shutil
@@ -31,22 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from medmnist_lit.decode import available_cpus, decode_listing, fork_is_safe, fork_warning_silenced
+from medmnist_lit.array_sources import read_digits, read_npz
+from medmnist_lit.fingerprint import folder_state, source_fingerprint, unchanged_folder_fingerprint, zip_digest
 from medmnist_lit.imageset import ImageSet
-from medmnist_lit.sources import (
-    DataError,
-    check_options,
-    class_dir_digest,
-    folder_classes,
-    folder_digest,
-    list_folder,
-    list_zip,
-    read_digits,
-    read_npz,
-    scan_class_dir,
-    source_kind,
-    zip_digest,
-)
+from medmnist_lit.sources import DataError, check_options, decode_files, source_kind
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +44,6 @@ FORMAT_VERSION = 1
 CACHE_ENV = "MEDMNIST_LIT_CACHE"
 #: Temporary build directories older than this are leftovers of killed runs and get removed.
 STALE_SECONDS = 24 * 3600
-#: Folders with fewer image files in total are fingerprinted by one process.
-_SPLIT_MIN_FILES = 9000
 
 
 def default_cache_dir() -> Path:
@@ -68,125 +54,6 @@ def default_cache_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("medmnist-lit"))
-
-
-# ------------------------------------------------------------------------------------- fingerprint
-def fingerprint(path: Path, kind: str) -> str:
-    """Cheap digest of a source that changes when any of its images is added, removed or modified.
-
-    Equals :attr:`Listing.fingerprint` of a valid source; any layout change makes it differ.
-    """
-    if kind != "folder":
-        return zip_digest(path)  # an .npz is a zip too
-    class_root, classes, stray = folder_classes(path)
-    digests = _class_digests([os.path.join(class_root, name) for name in classes])
-    return folder_digest(class_root, path, classes, digests, stray)
-
-
-def _class_digests(folders: list[str], known: list[tuple[np.ndarray, int]] | None = None) -> list[bytes]:
-    """Per-class-folder digests, listing each folder unless its images are ``known`` (ids, prefix length).
-
-    ``stat``-ing 59k files takes 0.1-0.2 s here, so a forked child does half of the folders when they are
-    large and a CPU is spare (forking costs 2-10 ms); it only lists, stats and hashes, writes 16-byte
-    digests into shared memory and leaves with ``os._exit``. Known names stay in a numpy array until a
-    process needs them: touching Python strings made before the fork would copy their pages. With one
-    CPU, or when forking is unsafe, this process does all.
-    """
-
-    def digest(j: int) -> bytes:
-        if known is None:
-            return scan_class_dir(folders[j])
-        ids, cut = known[j]
-        return class_dir_digest(folders[j], [sample_id[cut:] for sample_id in ids.tolist()])
-
-    # Files per folder: known, or estimated from the directory's own size (ext4: ~28 bytes per entry).
-    weights = [len(k[0]) for k in known] if known is not None else [os.stat(f).st_size // 28 for f in folders]
-    if sum(weights) < _SPLIT_MIN_FILES or not _spare_cpu() or not fork_is_safe():
-        return [digest(j) for j in range(len(folders))]
-    share: tuple[list[int], list[int]] = ([], [])  # (child, parent), balanced greedily
-    loads = [0, 0]
-    for j in sorted(range(len(folders)), key=lambda j: -weights[j]):
-        side = int(loads[1] < loads[0])
-        share[side].append(j)
-        loads[side] += weights[j]
-    child, parent = share
-    record = 17  # a "done" byte and a 16-byte digest per class folder
-    shared = mmap.mmap(-1, record * max(len(child), 1))
-    try:
-        with fork_warning_silenced():
-            pid = os.fork()
-    except OSError:
-        return [digest(j) for j in range(len(folders))]
-    if pid == 0:  # pragma: no cover - child
-        try:
-            for k, j in enumerate(child):
-                shared[record * k : record * (k + 1)] = b"\x01" + digest(j)
-        finally:
-            os._exit(0)
-    digests: dict[int, bytes] = {}
-    try:
-        for j in parent:
-            digests[j] = digest(j)
-    finally:
-        os.waitpid(pid, 0)
-    for k, j in enumerate(child):
-        done = shared[record * k] == 1
-        digests[j] = shared[record * k + 1 : record * (k + 1)] if done else digest(j)
-    shared.close()
-    return [digests[j] for j in range(len(folders))]
-
-
-def _spare_cpu() -> bool:
-    """Whether another CPU looks idle right now: on a busy machine a forked helper only adds its start-up.
-
-    Uses the instantaneous count of runnable tasks in ``/proc/loadavg`` (this process included), not the
-    1-minute average, which still shows the decode that filled the cache a moment ago.
-    """
-    try:
-        with open("/proc/loadavg") as f:
-            running = int(f.read().split()[3].split("/")[0])
-    except (OSError, ValueError, IndexError):
-        return False
-    return running < available_cpus()
-
-
-def _layout_dirs(path: Path) -> tuple[str, list[str]]:
-    """The class root and every folder whose entries define the layout: the source, wrappers, classes."""
-    class_root, classes, _ = folder_classes(path)
-    rel = os.path.relpath(class_root, path)
-    chain = [str(path)]
-    for part in [] if rel == os.curdir else rel.split(os.sep):
-        chain.append(os.path.join(chain[-1], part))
-    return class_root, chain + [os.path.join(class_root, name) for name in classes]
-
-
-def _mtimes(dirs: list[str]) -> list[int]:
-    return [os.stat(d).st_mtime_ns for d in dirs]
-
-
-def _quick_fingerprint(path: Path, manifest: dict[str, Any], ids: np.ndarray) -> str | None:
-    """The folder fingerprint without listing the class folders, or ``None`` when they may have changed.
-
-    A folder's mtime changes whenever an entry is added, removed or renamed in it, so while the recorded
-    folder mtimes hold, the cached ids are still the folder's image names and only ``stat`` is needed
-    (the same digest as :func:`fingerprint`, about 20% cheaper). In-place edits still show in the stats.
-    """
-    state = manifest.get("folder_state")
-    if not state or manifest.get("skipped"):
-        return None
-    try:
-        if any(os.stat(os.path.join(path, rel)).st_mtime_ns != m for rel, m in state["dirs"].items()):
-            return None
-        class_root = os.path.normpath(os.path.join(path, state["class_root"]))
-        classes, start, known = manifest["class_names"], 0, []
-        for name in classes:  # ids are "<class>/<file name>", in class order
-            count = manifest["counts"][name]
-            known.append((ids[start : start + count], len(name) + 1))
-            start += count
-        digests = _class_digests([os.path.join(class_root, name) for name in classes], known)
-    except (OSError, KeyError, TypeError, ValueError):
-        return None
-    return folder_digest(class_root, path, classes, digests)
 
 
 # ------------------------------------------------------------------------------------------- entries
@@ -249,6 +116,19 @@ def _load_entry(
     )
 
 
+def _load_unchanged_folder(entry: Path, path: Path, skip_bad: bool) -> ImageSet | None:
+    """Open a folder source's entry if its folders' mtimes still hold (see :func:`unchanged_folder_fingerprint`)."""
+    manifest = _read_manifest(entry)
+    if manifest is None or not manifest.get("folder_state"):
+        return None
+    try:
+        ids = np.load(entry / "ids.npy")
+    except (OSError, ValueError):
+        return None
+    fp = unchanged_folder_fingerprint(path, manifest, ids)
+    return _load_entry(entry, fp, skip_bad, manifest=manifest, ids=ids) if fp else None
+
+
 def _discard(path: Path) -> None:
     """Remove a directory by first renaming it aside, so nobody can mistake a half-deleted one for an entry."""
     trash = path.with_name(f".trash-{path.name}-{os.getpid()}-{time.monotonic_ns()}")
@@ -274,7 +154,15 @@ def _tidy(root: Path, prefix: str, keep: str) -> None:
 
 
 def _build(
-    path: Path, kind: str, root: Path, prefix: str, fp: str, options: dict[str, object], workers: int | None
+    path: Path,
+    kind: str,
+    root: Path,
+    prefix: str,
+    *,
+    channels: int,
+    image_size: int | None,
+    skip_bad: bool,
+    workers: int | None,
 ) -> tuple[Path, str]:
     """Decode the source into a new entry; returns the entry and the fingerprint it was built from."""
     try:
@@ -285,71 +173,49 @@ def _build(
         raise DataError(
             f"cannot create the cache directory {str(root)!r} ({exc}); set --data.cache_dir or ${CACHE_ENV}"
         ) from exc
-    channels, image_size, skip_bad = options["channels"], options["image_size"], options["skip_bad"]
-    assert isinstance(channels, int) and (image_size is None or isinstance(image_size, int))
     t0 = time.perf_counter()
     try:
-        skipped: list[dict[str, str]] = []
-        used_workers = 1
-        predefined = None
-        state: dict[str, Any] | None = None  # folder mtimes for the quick fingerprint
+        state = None  # folder mtimes for unchanged_folder_fingerprint
         if kind == "npz":
+            fp = zip_digest(path)  # taken before reading: a change made meanwhile re-decodes next time
             data = read_npz(path, channels=channels, image_size=image_size)
             np.save(tmp / "images.npy", data.images)
-            shape = list(data.images.shape)
-            labels, ids, class_names, predefined = data.labels, data.ids, data.class_names, data.predefined
         else:
-            if kind == "folder":
-                class_root, dirs = _layout_dirs(path)
-                before = _mtimes(dirs)
-                listing = list_folder(path)
-                if _mtimes(dirs) == before and _layout_dirs(path) == (class_root, dirs):  # unchanged meanwhile
-                    state = {
-                        "class_root": os.path.relpath(class_root, path),
-                        "dirs": {os.path.relpath(d, path): m for d, m in zip(dirs, before, strict=True)},
-                    }
-            else:
-                listing = list_zip(path)
-            fp = listing.fingerprint  # taken before reading any pixels: a later change re-decodes next time
-            logger.info("Decoding %d images from %s (first use; cached afterwards)", len(listing), path)
-            decoded = decode_listing(
-                listing,
+            state = folder_state(path) if kind == "folder" else None
+            data = decode_files(
+                path,
+                kind,
                 channels=channels,
                 image_size=image_size,
-                skip_bad=bool(skip_bad),
+                skip_bad=skip_bad,
                 workers=workers,
                 out_path=tmp / "images.npy",
             )
-            keep = decoded.keep
-            labels = listing.labels if keep is None else listing.labels[keep]
-            ids = np.array(listing.ids) if keep is None else np.array(listing.ids)[keep]
-            class_names, skipped, used_workers = listing.class_names, decoded.skipped, decoded.workers
-            if not len(labels):
-                raise DataError(f"no decodable images left in {path}")
-            shape = list(decoded.images.shape)
-            del decoded
-        np.save(tmp / "labels.npy", labels)
-        np.save(tmp / "ids.npy", ids)
-        if predefined is not None:
-            np.save(tmp / "predefined.npy", predefined)
-        counts = np.bincount(labels, minlength=len(class_names)).tolist()
+            fp = data.meta["fingerprint"]
+            if state is not None and folder_state(path) != state:
+                state = None  # the folders changed while listing: the next load lists them again
+        np.save(tmp / "labels.npy", data.labels)
+        np.save(tmp / "ids.npy", data.ids)
+        if data.predefined is not None:
+            np.save(tmp / "predefined.npy", data.predefined)
         manifest = {
             "format_version": FORMAT_VERSION,
             "source": str(path),
             "kind": kind,
-            "class_names": list(class_names),
-            "counts": dict(zip(class_names, counts, strict=True)),
-            "num_images": len(labels),
-            "shape": shape,
+            "class_names": list(data.class_names),
+            "counts": data.counts(),
+            "num_images": len(data),
+            "shape": list(data.images.shape),
             "options": {"channels": channels, "image_size": image_size},
             "fingerprint": fp,
-            "predefined": predefined is not None,
-            "skipped": skipped,
+            "predefined": data.predefined is not None,
+            "skipped": data.meta.get("skipped", []),
             "folder_state": state,
-            "workers": used_workers,
+            "workers": data.meta.get("workers", 1),
             "seconds": round(time.perf_counter() - t0, 3),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+        del data  # release the memory map of images.npy before the directory is renamed
         # Written last: an entry directory without a valid manifest is never trusted.
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         entry = root / _entry_name(prefix, fp)
@@ -418,30 +284,22 @@ def load_dataset(
     t0 = time.perf_counter()
     # Only fingerprint when some entry of this source exists: on a first run the listing computes it anyway.
     candidates = sorted(n for n in os.listdir(root) if n.startswith(prefix)) if root.is_dir() else []
-    if kind == "folder":
+    data = None
+    if kind == "folder":  # normally one candidate: superseded entries are removed after each build
         for name in candidates:
-            manifest = _read_manifest(root / name)
-            if manifest is None or not manifest.get("folder_state"):
-                continue
-            try:
-                ids = np.load(root / name / "ids.npy")
-            except (OSError, ValueError):
-                continue
-            fp = _quick_fingerprint(path, manifest, ids) or ""
-            data = _load_entry(root / name, fp, skip_bad, manifest=manifest, ids=ids)
+            data = _load_unchanged_folder(root / name, path, skip_bad)
             if data is not None:
-                logger.debug("Loaded %d cached images of %s in %.3f s", len(data), path, time.perf_counter() - t0)
-                return data
-    if candidates:
-        fp = fingerprint(path, kind)
+                break
+    if data is None and candidates:
+        fp = source_fingerprint(path, kind)
         data = _load_entry(root / _entry_name(prefix, fp), fp, skip_bad)
-        if data is not None:
-            logger.debug("Loaded %d cached images of %s in %.3f s", len(data), path, time.perf_counter() - t0)
-            return data
-    else:
-        fp = zip_digest(path) if kind == "npz" else ""
-    options: dict[str, object] = {"channels": channels, "image_size": image_size, "skip_bad": skip_bad}
-    entry, fp = _build(path, kind, root, prefix, fp, options, workers)
+    if data is not None:
+        logger.debug("Loaded %d cached images of %s in %.3f s", len(data), path, time.perf_counter() - t0)
+        return data
+    logger.info("Decoding %s into the cache (first use only)", path)
+    entry, fp = _build(
+        path, kind, root, prefix, channels=channels, image_size=image_size, skip_bad=skip_bad, workers=workers
+    )
     data = _load_entry(entry, fp, skip_bad, from_cache=False)
     if data is None:  # pragma: no cover - only if the entry is deleted between build and load
         raise DataError(f"the cache entry {entry} vanished right after it was built; try again")

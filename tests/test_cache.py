@@ -15,10 +15,12 @@ import pytest
 from datagen import make_image_folder, make_npz, make_zip, write_image
 
 import medmnist_lit.decode as decode_module
+import medmnist_lit.fingerprint as fingerprint_module
 from medmnist_lit import cache
-from medmnist_lit.cache import PrepareResult, default_cache_dir, fingerprint, load_dataset, prepare
+from medmnist_lit.cache import PrepareResult, default_cache_dir, load_dataset, prepare
 from medmnist_lit.decode import decode_listing
-from medmnist_lit.sources import DataError, list_folder, read_folder
+from medmnist_lit.fingerprint import source_fingerprint
+from medmnist_lit.sources import DataError, list_folder, list_zip, read_folder
 
 CLASSES = {"AbdomenCT": 5, "BreastMRI": 3, "CXR": 4}
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +34,7 @@ def forbid_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("decoded although the cache should have been used")
 
-    monkeypatch.setattr(cache, "decode_listing", fail)
+    monkeypatch.setattr(cache, "decode_files", fail)
     monkeypatch.setattr(cache, "read_npz", fail)
 
 
@@ -65,7 +67,7 @@ def test_first_load_builds_entry_then_memory_maps(folder: Path, tmp_path: Path) 
     assert manifest["kind"] == "folder" and manifest["source"] == str(folder.resolve())
     assert manifest["counts"] == CLASSES and manifest["shape"] == [12, 8, 8]
     assert manifest["options"] == {"channels": 1, "image_size": None} and manifest["skipped"] == []
-    assert manifest["fingerprint"] == fingerprint(folder.resolve(), "folder")
+    assert manifest["fingerprint"] == source_fingerprint(folder.resolve(), "folder")
     assert np.load(entry / "ids.npy").dtype.kind == "U"  # numpy unicode, not pickled objects
 
     second = load_dataset(folder, cache_dir=cache_dir)
@@ -123,7 +125,7 @@ def test_cached_load_reuses_names_while_folder_mtimes_hold(
     def no_listing(*args: object) -> bytes:
         raise AssertionError("listed a class folder although its mtime did not change")
 
-    monkeypatch.setattr(cache, "scan_class_dir", no_listing)
+    monkeypatch.setattr(fingerprint_module, "scan_class_dir", no_listing)
     assert load_dataset(folder, cache_dir=tmp_path / "cache").meta["from_cache"]
     (folder / "CXR" / ".DS_Store").write_bytes(b"junk")  # the CXR folder's mtime changes: it must be listed
     with pytest.raises(AssertionError, match="listed a class folder"):
@@ -227,7 +229,7 @@ def test_parallel_decode_equals_sequential(tmp_path: Path, fork_workers: None) -
 def test_parallel_start_methods(tmp_path: Path, method: str) -> None:
     root = make_image_folder(tmp_path / "mm", {"A": 6, "B": 5}, size=8, rgb=True)
     make_zip(root, tmp_path / "mm.zip")
-    for listing in (list_folder(root), cache.list_zip(tmp_path / "mm.zip")):
+    for listing in (list_folder(root), list_zip(tmp_path / "mm.zip")):
         expected = decode_listing(listing, channels=3)
         out = tmp_path / f"{method}-{listing.kind}.npy"
         got = decode_listing(listing, channels=3, workers=2, out_path=out, start_method=method)
@@ -334,15 +336,19 @@ def test_default_cache_dir_from_environment(tmp_path: Path, monkeypatch: pytest.
     assert default_cache_dir().name == "medmnist-lit"
 
 
-def test_fingerprint_split_across_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    root = make_image_folder(tmp_path / "src", {"A": 3, "B": 2, "C": 4, "D": 1, "E": 2})
-    sequential = fingerprint(root, "folder")
-    monkeypatch.setattr(cache, "fork_is_safe", lambda: True)
-    monkeypatch.setattr(cache, "_spare_cpu", lambda: True)
-    monkeypatch.setattr(cache, "_SPLIT_MIN_FILES", 0)
-    assert fingerprint(root, "folder") == sequential == list_folder(root).fingerprint
+def test_fingerprints_agree(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "src", {"A": 3, "B": 2, "C": 4}, wrap="medical_mnist")
+    listed = list_folder(root).fingerprint
+    assert source_fingerprint(root, "folder") == listed
     load_dataset(root, cache_dir=tmp_path / "cache")
-    assert load_dataset(root, cache_dir=tmp_path / "cache").meta["from_cache"]  # the quick path, split too
+    (entry,) = entries(tmp_path / "cache")
+    manifest = json.loads((entry / "manifest.json").read_text())
+    assert manifest["fingerprint"] == listed and manifest["folder_state"]["class_root"] == "medical_mnist"
+    ids = np.load(entry / "ids.npy")
+    assert fingerprint_module.unchanged_folder_fingerprint(root, manifest, ids) == listed
+    write_image(root / "medical_mnist" / "stray.jpeg")  # an invalid layout changes the fingerprint, no error
+    assert fingerprint_module.unchanged_folder_fingerprint(root, manifest, ids) is None
+    assert source_fingerprint(root, "folder") != listed
 
 
 def test_prepare_result_and_format(folder: Path, tmp_path: Path) -> None:
@@ -361,7 +367,7 @@ def test_prepare_result_and_format(folder: Path, tmp_path: Path) -> None:
 
 def test_cache_modules_import_light() -> None:
     code = (
-        "import sys, medmnist_lit.cache, medmnist_lit.sources, medmnist_lit.decode; "
+        "import sys, medmnist_lit.cache, medmnist_lit.download; "
         "heavy = [m for m in ('torch', 'lightning', 'torchvision', 'sklearn', 'PIL') if m in sys.modules]; "
         "assert not heavy, heavy"
     )

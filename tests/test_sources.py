@@ -12,17 +12,9 @@ import pytest
 from datagen import encode, make_image_folder, make_npz, make_zip, synthetic_pixels, write_image
 from PIL import Image
 
-from medmnist_lit.decode import to_luma
+from medmnist_lit.array_sources import read_digits, read_npz, to_luma
 from medmnist_lit.imageset import PREDEFINED_CODES
-from medmnist_lit.sources import (
-    DataError,
-    list_folder,
-    list_zip,
-    read_digits,
-    read_folder,
-    read_npz,
-    read_zip,
-)
+from medmnist_lit.sources import DataError, list_folder, list_zip, read_folder, read_zip
 
 CLASSES = {"AbdomenCT": 4, "BreastMRI": 3, "CXR": 5}
 
@@ -364,37 +356,24 @@ def test_npz_missing_keys(tmp_path: Path) -> None:
         read_npz(path)
 
 
-def test_npz_object_array(tmp_path: Path) -> None:
-    path = make_npz(tmp_path / "obj.npz", val_labels=np.array([[0], [1], "x", None], dtype=object))
-    with pytest.raises(DataError, match=r"key 'val_labels' of .*obj\.npz.* object array.*allow_pickle=False"):
-        read_npz(path)
-
-
-def test_npz_multilabel(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"'train_labels' .* shape \(12, 14\): a multi-label task"):
-        read_npz(make_npz(tmp_path / "chest.npz", multilabel=14))
-
-
-def test_npz_label_count_mismatch(tmp_path: Path) -> None:
-    path = make_npz(tmp_path / "x.npz", test_labels=np.zeros((3, 1), np.uint8))
-    with pytest.raises(DataError, match=r"'test_labels' has 3 entries but 'test_images' has 4"):
-        read_npz(path)
-
-
-def test_npz_only_one_class(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"only one class"):
-        read_npz(make_npz(tmp_path / "x.npz", num_classes=1))
-
-
-def test_npz_empty(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"holds no images: the dataset is empty"):
-        read_npz(make_npz(tmp_path / "x.npz", n_train=0, n_val=0, n_test=0))
-
-
-def test_npz_float_images(tmp_path: Path) -> None:
-    path = make_npz(tmp_path / "x.npz", train_images=np.random.default_rng(0).random((12, 8, 8)))
-    with pytest.raises(DataError, match=r"'train_images' .* is float64; expected uint8"):
-        read_npz(path)
+@pytest.mark.parametrize(
+    ("npz_kwargs", "match"),
+    [
+        (
+            {"val_labels": np.array([[0], [1], "x", None], dtype=object)},
+            r"key 'val_labels' of .*x\.npz.* object array.*allow_pickle=False",
+        ),
+        ({"multilabel": 14}, r"'train_labels' .* shape \(12, 14\): a multi-label task"),
+        ({"test_labels": np.zeros((3, 1), np.uint8)}, r"'test_labels' has 3 entries but 'test_images' has 4"),
+        ({"num_classes": 1}, r"only one class"),
+        ({"n_train": 0, "n_val": 0, "n_test": 0}, r"holds no images: the dataset is empty"),
+        ({"train_images": np.zeros((12, 8, 8))}, r"'train_images' .* is float64; expected uint8"),
+    ],
+    ids=["object-array", "multilabel", "label-count", "one-class", "empty", "float-images"],
+)
+def test_malformed_npz(tmp_path: Path, npz_kwargs: dict, match: str) -> None:
+    with pytest.raises(DataError, match=match):
+        read_npz(make_npz(tmp_path / "x.npz", **npz_kwargs))
 
 
 def test_npz_not_an_npz(tmp_path: Path) -> None:
@@ -406,13 +385,13 @@ def test_npz_not_an_npz(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------ digits
 def test_digits_demo(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="medmnist_lit.sources"):
+    with caplog.at_level(logging.INFO, logger="medmnist_lit.array_sources"):
         data = read_digits()
     assert data.images.shape == (1797, 8, 8) and data.images.dtype == np.uint8
     assert data.images.max() == 255 and data.images.min() == 0
     assert data.class_names == tuple(str(i) for i in range(10))
     assert data.ids[0] == "digits/0000" and data.ids[-1] == "digits/1796"
-    messages = [r.getMessage() for r in caplog.records if r.name == "medmnist_lit.sources"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "medmnist_lit.array_sources"]
     assert len(messages) == 1 and "--data.source PATH" in messages[0] and "medmnist-lit download" in messages[0]
 
 

@@ -1,0 +1,186 @@
+"""What a data source must look like: its kind, which names are images, and where the class folders are.
+
+A folder or zip source is a class-folder tree, ``<root>/<class>/<image>`` (like torchvision's ImageFolder),
+optionally inside single wrapping folders. The same walk (:func:`resolve_class_root`) serves folders on disk
+(:class:`DirNode`) and the tree spelled by a zip's member names (:class:`ZipNode`), so both report a bad
+layout with the same messages. :class:`DataError` is raised for every malformed source, here and elsewhere.
+
+Standard library only: everything else in the data layer imports this module.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+#: Extensions read as images (torchvision's ``IMG_EXTENSIONS``), compared case-insensitively.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"})
+_EXTENSIONS_TEXT = sorted(IMAGE_EXTENSIONS)
+_JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})
+_HINT_SOURCE = "--data.source PATH (a class-folder tree, a .zip of one, or a MedMNIST .npz)"
+
+
+class DataError(ValueError):
+    """A data source is missing, malformed or inconsistent; the message names the culprit and a fix."""
+
+
+def is_junk(name: str) -> bool:
+    """Whether a file or folder name is OS/archive clutter ignored silently (``.DS_Store``, ``README*``...)."""
+    lower = name.lower()
+    return name.startswith(".") or lower in _JUNK_NAMES or lower.startswith("readme") or lower.endswith(".txt")
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a file name has an image extension and is not hidden (``._x.jpeg`` is AppleDouble junk)."""
+    # Inlined extension test: called for every file, and os.path.splitext is several times slower.
+    return name[:1] != "." and name[name.rfind(".") :].lower() in IMAGE_EXTENSIONS
+
+
+def check_options(channels: int, image_size: int | None) -> None:
+    """Validate the conversion options shared by every reader."""
+    if channels not in (1, 3):
+        raise DataError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise DataError(f"image_size must be a positive integer or None, got {image_size!r}")
+
+
+def source_kind(path: Path) -> str:
+    """Classify an existing source path as ``"folder"``, ``"zip"`` or ``"npz"``."""
+    if not path.exists():
+        raise DataError(
+            f"data source {str(path)!r} does not exist; pass {_HINT_SOURCE}, "
+            "or run `medmnist-lit download` to fetch Medical MNIST"
+        )
+    if path.is_dir():
+        return "folder"
+    suffix = path.suffix.lower()
+    if suffix in (".zip", ".npz"):
+        return suffix[1:]
+    raise DataError(
+        f"unsupported data source file type {suffix or '(no extension)'!r} for {str(path)!r}; {_HINT_SOURCE}"
+    )
+
+
+class Node(Protocol):
+    """One folder of a source's tree."""
+
+    label: str  # path shown in messages, e.g. "medical_mnist/CXR/"
+
+    def subdirs(self) -> dict[str, Node]:
+        """Sub-folders by name (junk folders left out)."""
+        ...
+
+    def images(self) -> list[str]:
+        """Sorted names of the image files directly in this folder."""
+        ...
+
+
+class DirNode:
+    """A folder on disk, scanned lazily (names and ``d_type`` only; no ``stat``)."""
+
+    def __init__(self, path: str, label: str = "") -> None:
+        self.path, self.label = path, label
+        self._scan: tuple[dict[str, Node], list[str]] | None = None
+
+    def _entries(self) -> tuple[dict[str, Node], list[str]]:
+        if self._scan is None:
+            # Hot for 10k-file class folders: plain listdir (no DirEntry objects); only the few non-image
+            # names are stat-ed to find sub-folders. A folder named like an image ("x.jpeg/") is listed as an
+            # image and reported as unreadable when decoded.
+            images: list[str] = []
+            others: list[str] = []
+            for name in os.listdir(self.path):
+                (images if is_image_name(name) else others).append(name)
+            dirs: dict[str, Node] = {
+                name: DirNode(os.path.join(self.path, name), f"{self.label}{name}/")
+                for name in sorted(others)
+                if not is_junk(name) and os.path.isdir(os.path.join(self.path, name))
+            }
+            images.sort()
+            self._scan = (dirs, images)
+        return self._scan
+
+    def subdirs(self) -> dict[str, Node]:
+        """Sub-folders by name (junk folders left out)."""
+        return self._entries()[0]
+
+    def images(self) -> list[str]:
+        """Sorted names of the image files directly in this folder."""
+        return self._entries()[1]
+
+
+class ZipNode:
+    """A folder of the tree spelled by a zip's entry names."""
+
+    def __init__(self, label: str = "") -> None:
+        self.label = label
+        self.dirs: dict[str, ZipNode] = {}
+        self.files: dict[str, int] = {}  # image file name -> index into the zip's info list
+
+    def subdirs(self) -> dict[str, Node]:
+        """Sub-folders by name."""
+        return dict(self.dirs)
+
+    def images(self) -> list[str]:
+        """Sorted names of the image members directly in this folder."""
+        return sorted(self.files)
+
+
+def find_class_root(top: Node) -> Node:
+    """Find the folder whose sub-folders are the classes, descending through single wrapping folders.
+
+    A level is a wrapper when it holds no images and exactly one folder which itself holds folders
+    (``medical_mnist/AbdomenCT/...``). A single folder of images is a single class (an error later).
+    """
+    node = top
+    for _ in range(4):
+        subdirs = node.subdirs()
+        if len(subdirs) == 1 and not node.images():
+            (only,) = subdirs.values()
+            if only.subdirs():
+                node = only
+                continue
+        break
+    return node
+
+
+def resolve_class_root(top: Node, source: str) -> tuple[Node, list[str]]:
+    """Find and validate the class root below ``top``; returns it and the sorted class names."""
+    node = find_class_root(top)
+    if node.images():
+        raise DataError(
+            f"{node.label}{node.images()[0]} in {source} is an image outside a class folder; the layout must be "
+            f"<root>/<class>/<image> with one sub-folder per class (like torchvision's ImageFolder)"
+        )
+    classes = sorted(node.subdirs())
+    if not classes:
+        raise DataError(f"no class folders in {source}: the dataset is empty (expected <root>/<class>/<image>)")
+    for name in classes:
+        cls = node.subdirs()[name]
+        nested = cls.subdirs()
+        if nested:
+            first = sorted(nested)[0]
+            raise DataError(
+                f"{_first_entry(nested[first])} in {source} lies in a sub-folder of class folder "
+                f"{cls.label!r}; images must sit directly in the class folders (<root>/<class>/<image>)"
+            )
+        if not cls.images():
+            raise DataError(
+                f"class folder {cls.label!r} in {source} has no images (extensions: {' '.join(_EXTENSIONS_TEXT)})"
+            )
+    if len(classes) < 2:
+        raise DataError(
+            f"only one class ({classes[0]!r}) in {source}; a classifier needs at least two class folders "
+            f"(point the source at the folder that holds the class folders)"
+        )
+    return node, classes
+
+
+def _first_entry(node: Node) -> str:
+    """The first image path below ``node`` (or the folder itself) for error messages."""
+    images = node.images()
+    if images:
+        return node.label + images[0]
+    subdirs = node.subdirs()
+    return _first_entry(subdirs[sorted(subdirs)[0]]) if subdirs else node.label
