@@ -21,7 +21,7 @@ training (LightningCLI: --config FILE.yaml, dotted overrides, --print_config):
   fit         train, then test the best checkpoint on the held-out test split
   validate    score a checkpoint (--ckpt_path) on the validation fold
   test        score a checkpoint (--ckpt_path) on the test split
-  predict     write class probabilities of a checkpoint for a source's test split
+  predict     write a checkpoint's class probabilities for its test split or any folder of images
   cv          k-fold / leave-one-out / grouped cross-validation with aggregated estimates
   lr-find     Lightning's learning-rate range test: plot and suggestion
   batch       run an experiment spec (variants × seeds), resumably, with result tables and figures
@@ -85,13 +85,14 @@ def _evaluate_command(command: str, args: Sequence[str]) -> int:
 
 def predict_command(args: Sequence[str]) -> int:
     """``medmnist-lit predict``: class probabilities of a checkpoint for the test split, as CSV."""
-    from medmnist_lit.training import predict_to_csv
+    from medmnist_lit.predict import predict_to_csv
 
     cli = _training("predict", args)
     ckpt = cli.config.get("ckpt_path")
     if not ckpt:
         raise UsageError("predict needs --ckpt_path (a checkpoint written by fit)")
-    path = predict_to_csv(cli.trainer, cli.model, cli.datamodule, ckpt, cli.config.predict.output)
+    options = cli.config.predict
+    path = predict_to_csv(cli.trainer, cli.model, cli.datamodule, ckpt, options.output, options.source)
     log.info("predictions: %s", path)
     return 0
 

@@ -40,5 +40,7 @@ def setup_console(level: int = logging.INFO) -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     # epoch metrics are computed by torchmetrics, which already synchronises processes
     warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\(")
+    # evaluating a checkpoint needs its weights, not the callbacks that wrote it
+    warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
     # a refit has no validation part on purpose
     warnings.filterwarnings("ignore", message="Total length of .* across ranks is zero")

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-
 # mkstemp creates files readable by the owner only; results should get the usual permissions
 _UMASK = os.umask(0)
 os.umask(_UMASK)

@@ -267,28 +267,6 @@ def log_stage_result(command: str, result: dict[str, Any], trainer: L.Trainer) -
         log.info("Accuracy of the model on the %s images: %.2f %%", stage, 100 * float(result[f"{stage}/acc"]))
 
 
-def predict_to_csv(
-    trainer: L.Trainer, model: L.LightningModule, datamodule: Any, ckpt_path: str | None, output: str | None
-) -> Path:
-    """Predict the test split with ``ckpt_path`` and write id, true and predicted class, and probabilities."""
-    import csv
-
-    from medmnist_lit.files import atomic_path
-
-    batches = trainer.predict(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    probs = torch.cat([torch.as_tensor(b).float().cpu() for b in batches or []]).numpy()
-    index = datamodule.indices("test")
-    data = datamodule.dataset
-    names = list(data.class_names)
-    path = Path(output) if output else run_dir(trainer) / "predictions.csv"
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "label", "predicted", *[f"p_{name}" for name in names]])
-        for i, p in zip(index, probs, strict=True):
-            writer.writerow([data.ids[i], names[data.labels[i]], names[int(p.argmax())], *[f"{v:.6f}" for v in p]])
-    return path
-
-
 @dataclass
 class LRFindResult:
     """Outcome of the learning-rate range test."""

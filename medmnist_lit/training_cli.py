@@ -59,13 +59,16 @@ class LRFindOptions:
 
 @dataclass
 class PredictOptions:
-    """Where predictions go.
+    """What to predict and where predictions go.
 
     Attributes:
-        output: CSV with one row per image (id, predicted class, probability per class); default
+        source: Images to predict: a plain folder of image files, a class-folder tree, a ``.zip`` or a ``.npz``
+            (default: the test split of the data the model was trained on).
+        output: CSV with one row per image (id, label if known, predicted class, probability per class); default
             ``predictions.csv`` in the run directory.
     """
 
+    source: str | None = None
     output: str | None = None
 
 

@@ -114,6 +114,24 @@ def test_predict_writes_probabilities(fitted: Path, tmp_path: Path, monkeypatch)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pred.csv"]  # nothing else written
 
 
+def test_predict_a_plain_folder_of_images(fitted: Path, tmp_path: Path, monkeypatch) -> None:
+    from datagen import write_image
+
+    monkeypatch.chdir(tmp_path)
+    for i in range(3):
+        write_image(tmp_path / "new" / f"scan_{i}.png", size=8, seed=i)
+    (tmp_path / "new" / "notes.txt").write_text("not an image")
+    out = tmp_path / "pred.csv"
+    ckpt = str(fitted / "checkpoints" / "last.ckpt")
+    args = ["--predict.source", str(tmp_path / "new"), "--predict.output", str(out), "--trainer.logger", "false"]
+    assert main(["predict", "--ckpt_path", ckpt, *args]) == 0
+    rows = out.read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["scan_0.png", "scan_1.png", "scan_2.png"]
+    assert all(row.split(",")[1] == "" for row in rows[1:])  # no labels for plain images
+    write_image(tmp_path / "big" / "x.png", size=16)
+    assert main(["predict", "--ckpt_path", ckpt, "--predict.source", str(tmp_path / "big"), *args[2:]]) == 2
+
+
 def test_config_typo_names_the_key(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["fit", "--model.hiden_sizes", "[512]"])
