@@ -301,7 +301,7 @@ def estimate_seconds(
     while steps < 3 or (elapsed < 0.5 and steps < 50):
         index = torch.as_tensor(rng.choice(train, size=min(batch, len(train)), replace=False))
         started = time.perf_counter()
-        logits = net(datamodule.transform(images[index]))
+        logits = net(datamodule.transform(images.index_select(0, index)))
         target = labels[index].repeat(len(logits)) if engine == "parallel" else labels[index]
         loss = torch.nn.functional.cross_entropy(logits.reshape(len(target), -1), target)
         optimizer.zero_grad()

@@ -66,7 +66,16 @@ class PixelTransform:
 
     def __call__(self, pixels: Tensor) -> Tensor:
         """Convert a uint8 batch ``N×C×H×W`` to float inputs (``F×N×C×H×W`` for a stacked transform)."""
-        return torch.addcmul(self.shift, pixels.to(self.scale.dtype), self.scale)
+        x = pixels.to(self.scale.dtype)
+        # in-place multiply-add: torch.addcmul with broadcast operands is an order of magnitude slower on CPU
+        if self.scale.dim() == 3:
+            return x.mul_(self.scale).add_(self.shift)
+        return torch.mul(x.unsqueeze(0), self.scale).add_(self.shift)
+
+
+def gather(images: Tensor, index: Tensor) -> Tensor:
+    """Rows ``index`` of ``images`` (``index_select`` copies whole rows: several times faster than indexing)."""
+    return images.index_select(0, index)
 
 
 class Block:
@@ -103,12 +112,12 @@ class Block:
         exclude = self.exclude
         for part in self.parts:
             if exclude is None:
-                yield self.transform(self.images[part]), self.labels[part]
+                yield self.transform(gather(self.images, part)), self.labels[part]
             elif not self.masked:
                 kept = part[~exclude[0, part]]
-                yield self.transform(self.images[kept]), self.labels[kept]
+                yield self.transform(gather(self.images, kept)), self.labels[kept]
             else:
-                yield self.transform(self.images[part]), self.labels[part], ~exclude[:, part]
+                yield self.transform(gather(self.images, part)), self.labels[part], ~exclude[:, part]
 
     @property
     def num_samples(self) -> int:
@@ -248,7 +257,7 @@ class BatchLoader:
             order = order[: self.num_batches * self.batch_size]
         if self.steps_per_block is None:
             for part in order.split(self.batch_size):
-                yield self.transform(self.images[part]), self.labels[part]
+                yield self.transform(gather(self.images, part)), self.labels[part]
         else:
             for chunk in order.split(self.batch_size * self.steps_per_block):
                 yield Block(self.images, self.labels, chunk, self.batch_size, self.transform, self.exclude, self.masked)

@@ -35,8 +35,8 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from medmnist_lit.files import write_json
 from medmnist_lit.heads import MLP, LogisticRegression
-from medmnist_lit.loaders import Block, PixelTransform
-from medmnist_lit.module import Classifier, instantiate, scheduler_interval
+from medmnist_lit.loaders import Block, PixelTransform, gather
+from medmnist_lit.module import Classifier, backward_and_step, instantiate, lean_steps_possible, scheduler_interval
 
 if TYPE_CHECKING:
     from medmnist_lit.cv import FoldOutcome
@@ -175,6 +175,7 @@ class FoldParallelClassifier(L.LightningModule):
         self.best_epoch = torch.full((len(self.folds),), -1, dtype=torch.long)
         self.best_weights: list[Tensor] = []
         self.best_biases: list[Tensor] = []
+        self._lean = False
 
     def train_dataloader(self) -> Any:
         """The shared development-set stream with every fold's validation samples masked out."""
@@ -195,6 +196,10 @@ class FoldParallelClassifier(L.LightningModule):
         self.best_weights = [w.detach().clone() for w in self.stacked.weights]
         self.best_biases = [b.detach().clone() for b in self.stacked.biases]
         self._sums = torch.zeros(3, len(self.folds), device=device)
+
+    def on_train_start(self) -> None:
+        """Decide once whether optimizer steps can take the lean path."""
+        self._lean = lean_steps_possible(self.trainer, self)
 
     def _losses(self, logits: Tensor, y: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
         """Per-fold mean loss over kept samples (as each fold computes it alone), and the kept counts."""
@@ -222,8 +227,7 @@ class FoldParallelClassifier(L.LightningModule):
             per_fold, kept = self._losses(logits, y, keep)
             total = per_fold.sum()  # heads are independent: each head's gradient of the sum is its own gradient
             optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(total)
-            optimizer.step()
+            backward_and_step(self, optimizer, total, self._lean)
             self._step_schedulers("step")
             with torch.no_grad():
                 correct = ((logits.argmax(-1) == y) & keep).sum(1)
@@ -241,7 +245,7 @@ class FoldParallelClassifier(L.LightningModule):
         was_training = self.training
         self.eval()
         for part in self.val_index.split(self.data[0].eval_batch_size):
-            logits = self.stacked(self.transform(self.images[part]))
+            logits = self.stacked(self.transform(gather(self.images, part)))
             y, owner = self.labels[part], self.val_owner[:, part]
             per_fold, kept = self._losses(logits, y, owner)
             sums += torch.stack([per_fold * kept, ((logits.argmax(-1) == y) & owner).sum(1), kept])

@@ -162,3 +162,24 @@ def test_blocks_do_not_change_training(tmp_path: Path) -> None:
         for p, q in zip(a.parameters(), other.parameters(), strict=True):
             torch.testing.assert_close(p, q)
     assert a.history["val/loss"] == pytest.approx(c.history["val/loss"])
+
+
+class _BackwardHook(L.Callback):
+    """A callback with a step hook: Lightning's full per-step path must then run."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
+        self.calls += 1
+
+
+def test_lean_steps_equal_lightnings_full_step_path(tmp_path: Path) -> None:
+    hook = _BackwardHook()
+    _, lean = _train(tmp_path / "lean", steps_per_block=4)
+    _, full = _train(tmp_path / "full", callbacks=(hook,), steps_per_block=4)
+    assert lean._lean and not full._lean
+    assert hook.calls == EPOCHS * BATCHES  # the hook ran once per optimizer step
+    assert lean.trainer.global_step == full.trainer.global_step == EPOCHS * BATCHES
+    for p, q in zip(lean.parameters(), full.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
