@@ -25,15 +25,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from medmnist_lit.cv_summary import (
-    ensemble_metrics,
-    fold_line,
-    format_summary,
-    oof_rows,
-    pooled_oof,
-    summarize,
-    write_csv,
-)
+from medmnist_lit.cv_summary import OutOfFold, ensemble_metrics, fold_line, format_summary, summarize, write_csv
 from medmnist_lit.files import write_json
 from medmnist_lit.training import Scores, default_callbacks, fit_and_test, score
 
@@ -110,6 +102,7 @@ class FoldOutcome:
     metrics: dict[str, float]
     val: Scores | None
     model: Any
+    test_probs: torch.Tensor | None = None
 
 
 def choose_engine(options: CVOptions, model: Any, recipe: TrainerRecipe) -> tuple[str, str | None]:
@@ -184,7 +177,7 @@ def cross_validate(
     run_dir.mkdir(parents=True, exist_ok=True)
     datamodule.cv_stream = True
     rows: list[dict[str, Any]] = []
-    oof: list[dict[str, Any]] = []
+    oof = OutOfFold()
     test_probs: list[torch.Tensor] = []
     external_probs: list[torch.Tensor] = []
     folds_per_repeat = split.n_folds // max(1, int(split.params.get("repeats") or 1))
@@ -200,9 +193,11 @@ def cross_validate(
             row = {"fold": fold, "repeat": fold // folds_per_repeat, **outcome.metrics}
             rows.append(row)
             if outcome.val is not None:
-                oof.extend(oof_rows(datamodule.indices("val"), outcome.val.probs.numpy(), data, fold, row["repeat"]))
+                oof.add(datamodule.indices("val"), outcome.val.probs.numpy(), fold, row["repeat"])
             device = fold_model.device
-            if len(split.test):
+            if outcome.test_probs is not None:
+                test_probs.append(outcome.test_probs)
+            elif len(split.test):
                 loader = datamodule.loader(split.test, shard=False, device=device)
                 test_probs.append(score(fold_model, loader, "test").probs)
             if datamodule.test_source:
@@ -214,7 +209,7 @@ def cross_validate(
         datamodule.cv_stream = False
 
     summary = summarize(rows)
-    summary.update(pooled_oof(oof, names))
+    summary.update(oof.pooled(data.labels, names))
     if test_probs:
         targets = torch.as_tensor(data.labels[split.test], dtype=torch.int64)
         summary.update(ensemble_metrics(torch.stack(test_probs).mean(0), targets, names, "test"))
@@ -233,7 +228,7 @@ def cross_validate(
         "seconds": time.perf_counter() - start,
     }
     write_csv(run_dir / "folds.csv", rows)
-    write_csv(run_dir / "oof.csv", sorted(oof, key=lambda r: (r["repeat"], r["index"])))
+    oof.write(run_dir / "oof.csv", data)
     write_json(run_dir / "summary.json", summary)
     return CVResult(run_dir, summary, rows)
 
@@ -298,7 +293,7 @@ def estimate_seconds(
     images, labels = datamodule.tensors()
     rng = np.random.default_rng(0)
     steps, elapsed = 0, 0.0
-    while steps < 3 or (elapsed < 0.5 and steps < 50):
+    while steps < 3 or (elapsed < 0.2 and steps < 30):
         index = torch.as_tensor(rng.choice(train, size=min(batch, len(train)), replace=False))
         started = time.perf_counter()
         logits = net(datamodule.transform(images.index_select(0, index)))

@@ -24,21 +24,60 @@ def ensemble_metrics(probs: torch.Tensor, targets: torch.Tensor, names: Sequence
     return {f"{prefix}/{k}": v for k, v in metrics.compute()[0].items()}
 
 
-def oof_rows(index: np.ndarray, probs: np.ndarray, data: Any, fold: int, repeat: int) -> list[dict[str, Any]]:
-    """Rows of ``oof.csv`` for one fold's validation samples."""
-    names = list(data.class_names)
-    return [
-        {
-            "index": int(i),
-            "id": str(data.ids[i]),
-            "label": names[int(data.labels[i])],
-            "fold": fold,
-            "repeat": repeat,
-            "predicted": names[int(p.argmax())],
-            **{f"p_{name}": float(v) for name, v in zip(names, p, strict=True)},
-        }
-        for i, p in zip(index, probs, strict=True)
-    ]
+class OutOfFold:
+    """Out-of-fold predictions gathered fold by fold, kept as arrays (cheap for large sets and for LOO)."""
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[np.ndarray, np.ndarray, int, int]] = []
+
+    def add(self, index: np.ndarray, probs: np.ndarray, fold: int, repeat: int) -> None:
+        """Record one fold's validation samples and their class probabilities."""
+        self._parts.append((np.asarray(index, dtype=np.int64), np.asarray(probs, dtype=np.float32), fold, repeat))
+
+    def __len__(self) -> int:
+        return sum(len(index) for index, *_ in self._parts)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(index, fold, repeat, probs)``, sorted by repeat then sample index."""
+        if not self._parts:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        index = np.concatenate([p[0] for p in self._parts])
+        fold = np.concatenate([np.full(len(p[0]), p[2]) for p in self._parts])
+        repeat = np.concatenate([np.full(len(p[0]), p[3]) for p in self._parts])
+        probs = np.concatenate([p[1] for p in self._parts])
+        order = np.lexsort((index, repeat))
+        return index[order], fold[order], repeat[order], probs[order]
+
+    def pooled(self, labels: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
+        """Accuracy and AUROC of all out-of-fold predictions together, with an exact binomial interval."""
+        if not len(self):
+            return {}
+        index, _, _, probs = self.arrays()
+        targets = torch.as_tensor(np.asarray(labels)[index], dtype=torch.int64)
+        pooled: dict[str, Any] = ensemble_metrics(torch.from_numpy(probs), targets, names, "oof")
+        correct = int((probs.argmax(1) == targets.numpy()).sum())
+        pooled["oof/acc_ci95"] = binomial_interval(correct, len(index))
+        pooled["oof/n"] = len(index)
+        return pooled
+
+    def write(self, path: Path, data: Any) -> None:
+        """``oof.csv``: index, id, label, fold, repeat, predicted class and one probability column per class."""
+        names = np.asarray(data.class_names)
+        index, fold, repeat, probs = self.arrays()
+        header = ["index", "id", "label", "fold", "repeat", "predicted", *[f"p_{name}" for name in names]]
+        columns = [
+            index.astype(str),
+            np.asarray(data.ids)[index].astype(str),
+            names[np.asarray(data.labels)[index]] if len(index) else index.astype(str),
+            fold.astype(str),
+            repeat.astype(str),
+            names[probs.argmax(1)] if len(index) else index.astype(str),
+            *(np.char.mod("%.6f", probs[:, c]) for c in range(probs.shape[1])),
+        ]
+        with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            writer.writerows(zip(*columns, strict=True))
 
 
 def summarize(folds: list[dict[str, float]]) -> dict[str, Any]:
@@ -53,19 +92,6 @@ def summarize(folds: list[dict[str, float]]) -> dict[str, Any]:
         name = f"folds/{key}" if key.startswith(("test/", "external/")) else key
         summary[name] = describe([fold.get(key, math.nan) for fold in folds])
     return summary
-
-
-def pooled_oof(rows: list[dict[str, Any]], names: Sequence[str]) -> dict[str, Any]:
-    """Accuracy and AUROC of all out-of-fold predictions together, with an exact binomial interval of accuracy."""
-    if not rows:
-        return {}
-    probs = torch.tensor([[row[f"p_{n}"] for n in names] for row in rows], dtype=torch.float32)
-    targets = torch.tensor([list(names).index(row["label"]) for row in rows], dtype=torch.int64)
-    pooled: dict[str, Any] = ensemble_metrics(probs, targets, names, "oof")
-    correct = int((probs.argmax(1) == targets).sum())
-    pooled["oof/acc_ci95"] = binomial_interval(correct, len(rows))
-    pooled["oof/n"] = len(rows)
-    return pooled
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

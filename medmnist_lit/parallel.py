@@ -35,7 +35,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from medmnist_lit.files import write_json
 from medmnist_lit.heads import MLP, LogisticRegression
-from medmnist_lit.loaders import Block, PixelTransform, gather
+from medmnist_lit.loaders import Block, gather
 from medmnist_lit.module import Classifier, backward_and_step, instantiate, lean_steps_possible, scheduler_interval
 
 if TYPE_CHECKING:
@@ -141,6 +141,15 @@ class StackedHead(nn.Module):
                 h = self.dropout(self.activation(h))
         return h
 
+    def forward_head(self, index: int, x: Tensor) -> Tensor:
+        """Logits ``B×classes`` of head ``index`` alone (validation, where each sample has one owning fold)."""
+        h = x.flatten(1)
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = nn.functional.linear(h, weight[index], bias[index])
+            if i + 1 < len(self.weights):
+                h = self.dropout(self.activation(h))
+        return h
+
     def head_state(self, index: int, weights: Sequence[Tensor], biases: Sequence[Tensor]) -> dict[str, Tensor]:
         """State dict of head ``index`` (keys of the original head) from stacked ``weights`` and ``biases``."""
         state = {}
@@ -186,13 +195,8 @@ class FoldParallelClassifier(L.LightningModule):
         datamodule, device = self.data[0], self.device
         split = datamodule.split
         self.images, self.labels = datamodule.tensors(device)
-        owner = torch.zeros(len(self.folds), len(self.labels), dtype=torch.bool)
-        for row, fold in enumerate(self.folds):
-            owner[row, torch.as_tensor(split.val[fold].copy())] = True
-        self.val_index = owner.any(0).nonzero().flatten().to(device)
-        self.val_owner = owner.to(device)
-        transforms = [datamodule.fold_transform(split.train(f)) for f in self.folds]
-        self.transform = PixelTransform.stack(transforms).to(device)
+        self.val_index = [torch.as_tensor(split.val[f].copy()).to(device) for f in self.folds]
+        self.fold_transforms = [datamodule.fold_transform(split.train(f)).to(device) for f in self.folds]
         self.best_weights = [w.detach().clone() for w in self.stacked.weights]
         self.best_biases = [b.detach().clone() for b in self.stacked.biases]
         self._sums = torch.zeros(3, len(self.folds), device=device)
@@ -240,15 +244,17 @@ class FoldParallelClassifier(L.LightningModule):
 
     @torch.inference_mode()
     def _validate(self) -> tuple[Tensor, Tensor]:
-        """Per-fold validation loss and accuracy of the current weights."""
+        """Per-fold validation loss and accuracy of the current weights (each head on its own samples only)."""
         sums = torch.zeros(3, len(self.folds), device=self.device)
         was_training = self.training
         self.eval()
-        for part in self.val_index.split(self.data[0].eval_batch_size):
-            logits = self.stacked(self.transform(gather(self.images, part)))
-            y, owner = self.labels[part], self.val_owner[:, part]
-            per_fold, kept = self._losses(logits, y, owner)
-            sums += torch.stack([per_fold * kept, ((logits.argmax(-1) == y) & owner).sum(1), kept])
+        for row, index in enumerate(self.val_index):
+            for part in index.split(self.data[0].eval_batch_size):
+                logits = self.stacked.forward_head(row, self.fold_transforms[row](gather(self.images, part)))[None]
+                y, keep = self.labels[part], torch.ones(1, len(part), dtype=torch.bool, device=self.device)
+                per_fold, kept = self._losses(logits, y, keep)
+                correct = (logits[0].argmax(-1) == y).sum()
+                sums[:, row] += torch.stack([per_fold[0] * kept[0], correct, kept[0]])
         self.train(was_training)
         sums = sums.cpu()
         return sums[0] / sums[2].clamp_min(1), sums[1] / sums[2].clamp_min(1)
@@ -353,6 +359,7 @@ def _finish_fold(
     if len(datamodule.indices("val")):
         val = score(scorer, datamodule.loader(datamodule.indices("val"), shard=False, device=device), "val")
         metrics.update(val.metrics)
+    test = None
     if len(datamodule.indices("test")):
         test = score(scorer, datamodule.loader(datamodule.indices("test"), shard=False, device=device), "test")
         metrics.update(test.metrics)
@@ -370,7 +377,7 @@ def _finish_fold(
     )
     write_json(directory / "metrics.json", metrics)
     log_hparams([logger], scorer, datamodule, metrics)
-    return FoldOutcome(fold, metrics, val, scorer)
+    return FoldOutcome(fold, metrics, val, scorer, None if test is None else test.probs)
 
 
 def train_parallel(
