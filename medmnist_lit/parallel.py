@@ -36,6 +36,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from medmnist_lit.files import write_json
 from medmnist_lit.heads import MLP, LogisticRegression
 from medmnist_lit.loaders import Block, gather
+from medmnist_lit.metrics import EpochMetrics
 from medmnist_lit.module import Classifier, backward_and_step, instantiate, lean_steps_possible, scheduler_interval
 
 if TYPE_CHECKING:
@@ -329,6 +330,7 @@ def _finish_fold(
     run_dir: Path,
     seconds: float,
     checkpoint: str,
+    metrics_state: Any,
 ) -> FoldOutcome:
     """Write one fold's directory as a sequential fold would: events, checkpoints, metrics.json."""
     from medmnist_lit.cv import FoldOutcome
@@ -357,15 +359,17 @@ def _finish_fold(
     device = scorer.device
     val = None
     if len(datamodule.indices("val")):
-        val = score(scorer, datamodule.loader(datamodule.indices("val"), shard=False, device=device), "val")
+        loader = datamodule.loader(datamodule.indices("val"), shard=False, device=device)
+        val = score(scorer, loader, "val", metrics_state)
         metrics.update(val.metrics)
     test = None
     if len(datamodule.indices("test")):
-        test = score(scorer, datamodule.loader(datamodule.indices("test"), shard=False, device=device), "test")
+        loader = datamodule.loader(datamodule.indices("test"), shard=False, device=device)
+        test = score(scorer, loader, "test", metrics_state)
         metrics.update(test.metrics)
         logger.log_metrics({k: v for k, v in test.metrics.items() if not math.isnan(v)}, step=epochs - 1)
     if datamodule.test_source:
-        metrics.update(score(scorer, datamodule.external_loader(device), "external").metrics)
+        metrics.update(score(scorer, datamodule.external_loader(device), "external", metrics_state).metrics)
     sizes = datamodule.describe()
     metrics.update(
         best_epoch=float(scored),
@@ -376,7 +380,7 @@ def _finish_fold(
         seconds=seconds,
     )
     write_json(directory / "metrics.json", metrics)
-    log_hparams([logger], scorer, datamodule, metrics)
+    log_hparams([logger], scorer, datamodule, metrics, save_yaml=False)
     return FoldOutcome(fold, metrics, val, scorer, None if test is None else test.probs)
 
 
@@ -415,6 +419,7 @@ def train_parallel(
     batch = datamodule.train_batch_size(len(datamodule.split.dev))
     size = per_pass or folds_per_pass(template, batch, len(folds), device)
     scorer = type(template)(**{k: v for k, v in template.hparams.items() if not k.startswith("_")}).to(device)
+    metrics_state = EpochMetrics(template.num_classes, template.class_names, sync=False).to(device)
     for start in range(0, len(folds), size):
         chunk = folds[start : start + size]
         heads = []
@@ -429,7 +434,7 @@ def train_parallel(
         log.info("folds %s trained together in one pass (%.1f s)", _span(chunk), time.perf_counter() - began)
         seconds = (time.perf_counter() - began) / len(chunk)
         for row in range(len(chunk)):
-            yield _finish_fold(run, row, scorer, datamodule, run_dir, seconds, checkpoint)
+            yield _finish_fold(run, row, scorer, datamodule, run_dir, seconds, checkpoint, metrics_state)
 
 
 def _span(folds: list[int]) -> str:

@@ -101,16 +101,18 @@ def _best_epoch(checkpoint: str | None, history: dict[str, list[float]]) -> int 
 
 
 @torch.inference_mode()
-def score(model: Any, loader: Any, prefix: str) -> Scores:
+def score(model: Any, loader: Any, prefix: str, metrics: EpochMetrics | None = None) -> Scores:
     """Metrics of ``model`` on every batch of ``loader``, keyed ``<prefix>/<metric>``, outside any Trainer.
 
     Used for numbers that must not become extra TensorBoard points (the best checkpoint's validation
-    scores) and for out-of-fold predictions.
+    scores) and for out-of-fold predictions. ``metrics`` may be reused across calls (it is reset after each):
+    building torchmetrics objects costs milliseconds, which adds up over the thousand folds of a LOO run.
     """
     was_training = model.training
     model.eval()
     # every process scores all samples itself: no synchronisation across processes
-    metrics = EpochMetrics(model.hparams.num_classes, model.hparams.class_names, sync=False).to(model.device)
+    if metrics is None:
+        metrics = EpochMetrics(model.hparams.num_classes, model.hparams.class_names, sync=False).to(model.device)
     for x, y in loader:
         logits = model(x.to(model.device))
         metrics.update(logits, y.to(model.device), model.loss(logits, y.to(model.device)))
@@ -152,10 +154,13 @@ def log_hparams(
     metrics: dict[str, float],
     *,
     raw: bool = False,
+    save_yaml: bool = True,
 ) -> None:
     """Record hyperparameters with the final metrics, so TensorBoard's HParams tab compares runs.
 
     ``metrics`` are run metrics (``val/acc``...) turned into ``hp/val_acc``...; with ``raw`` they are used as given.
+    The loggers are finalised (flushed); ``save_yaml=False`` skips their ``hparams.yaml`` (slow to write, once
+    per fold of a leave-one-out run).
     """
     params = {**{f"model/{k}": v for k, v in model.hparams.items()}}
     params.update({f"data/{k}": v for k, v in getattr(datamodule, "hparams", {}).items()})
@@ -171,7 +176,11 @@ def log_hparams(
     )
     for logger in loggers:
         logger.log_hyperparams(params, metrics=hp_metrics or None)
-        logger.finalize("success")  # flush now: the run is complete on disk when fit_and_test returns
+        if save_yaml or not isinstance(logger, TensorBoardLogger):
+            logger.finalize("success")  # flush now: the run is complete on disk when fit_and_test returns
+        else:
+            logger.experiment.flush()
+            logger.experiment.close()
 
 
 def fit_and_test(
