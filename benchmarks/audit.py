@@ -31,29 +31,15 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from synthetic import blobs  # noqa: E402
 
 from medmnist_lit.audit import audit, format_audit  # noqa: E402
 from medmnist_lit.groups import exact_duplicate_groups  # noqa: E402
 from medmnist_lit.imageset import ImageSet  # noqa: E402
 from medmnist_lit.near_duplicates import find_near_duplicates  # noqa: E402
 from medmnist_lit.splits import make_split  # noqa: E402
-
-
-def blobs(rng: np.random.Generator, n: int, size: int = 64, k: int = 12, batch: int = 1000) -> np.ndarray:
-    """Smooth random blob images with pixel noise, uint8 ``n×size×size``."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    out = np.empty((n, size, size), np.uint8)
-    for start in range(0, n, batch):
-        m = min(batch, n - start)
-        cx, cy = (rng.uniform(0, size, (m, k, 1, 1)).astype(np.float32) for _ in range(2))
-        s = rng.uniform(2, 12, (m, k, 1, 1)).astype(np.float32)
-        a = rng.uniform(-1, 1, (m, k, 1, 1)).astype(np.float32)
-        img = (a * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * s * s))).sum(1)
-        img -= img.min(axis=(1, 2), keepdims=True)
-        img *= 220 / np.maximum(img.max(axis=(1, 2), keepdims=True), 1e-6)
-        img += rng.normal(0, 4, img.shape).astype(np.float32)
-        out[start : start + m] = np.clip(img, 0, 255)
-    return out
 
 
 def perturb(rng: np.random.Generator, images: np.ndarray) -> np.ndarray:

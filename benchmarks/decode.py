@@ -31,23 +31,11 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from synthetic import blobs  # noqa: E402
 
 CLASSES = {"AbdomenCT": 10000, "BreastMRI": 8954, "CXR": 10000, "ChestCT": 10000, "Hand": 10000, "HeadCT": 10000}
-
-
-def _blobs(rng: np.random.Generator, n: int, size: int = 64, k: int = 12) -> np.ndarray:
-    """Smooth random blob images with noise, uint8 ``n×size×size``."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    cx = rng.uniform(0, size, (n, k, 1, 1)).astype(np.float32)
-    cy = rng.uniform(0, size, (n, k, 1, 1)).astype(np.float32)
-    s = rng.uniform(2, 12, (n, k, 1, 1)).astype(np.float32)
-    a = rng.uniform(-1, 1, (n, k, 1, 1)).astype(np.float32)
-    img = (a * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * s * s))).sum(1)
-    img -= img.min(axis=(1, 2), keepdims=True)
-    img *= 220 / np.maximum(img.max(axis=(1, 2), keepdims=True), 1e-6)
-    noise = rng.uniform(6, 22, (n, 1, 1)).astype(np.float32)
-    img += rng.normal(0, 1, img.shape).astype(np.float32) * noise
-    return np.clip(img, 0, 255).astype(np.uint8)
 
 
 def _write_class(args: tuple[str, str, int, int]) -> int:
@@ -58,7 +46,7 @@ def _write_class(args: tuple[str, str, int, int]) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     for start in range(0, count, 1000):
-        batch = _blobs(rng, min(1000, count - start))
+        batch = blobs(rng, min(1000, count - start), noise=(6, 22))
         for j, pixels in enumerate(batch):
             Image.fromarray(pixels).save(folder / f"{start + j:06d}.jpeg", quality=75)
     return count

@@ -254,21 +254,7 @@ def run_batch(spec: BatchSpec, plan: Plan, workers: int = 1) -> int:
         stale.unlink(missing_ok=True)
     write_json(directory / "batch.json", batch_manifest(spec))
     workers = min(workers, max(1, len(plan.todo)))
-    tasks = [
-        Task(
-            run.name,
-            run.variant,
-            run.seed,
-            run.command,
-            run.config,
-            run.varied,
-            run.config_hash,
-            str(spec.run_dir(run)),
-            plan.attempts[run.name],
-            quiet=workers > 1,
-        )
-        for run in plan.todo
-    ]
+    tasks = [Task(run, str(spec.run_dir(run)), plan.attempts[run.name], quiet=workers > 1) for run in plan.todo]
     progress = Progress(spec, plan)
     bar = None
 
@@ -287,7 +273,7 @@ def run_batch(spec: BatchSpec, plan: Plan, workers: int = 1) -> int:
         with _interrupt_flag():
             if workers == 1:
                 for task in tasks:
-                    log.info("%s · next: %s (%s)", progress.line(), task.name, task.command)
+                    log.info("%s · next: %s (%s)", progress.line(), task.run.name, task.run.command)
                     done(execute(task))
             else:
                 from tqdm import tqdm

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medmnist_lit.batch_spec import set_dotted
+from medmnist_lit.batch_spec import Run, set_dotted
 from medmnist_lit.files import write_json
 
 log = logging.getLogger("medmnist_lit")
@@ -48,13 +48,7 @@ INTERRUPTED = threading.Event()
 class Task:
     """What a worker needs to execute one run (picklable)."""
 
-    name: str
-    variant: str
-    seed: int
-    command: str
-    config: dict[str, Any]
-    varied: dict[str, Any]
-    config_hash: str
+    run: Run
     run_dir: str
     attempt: int = 1
     quiet: bool = False
@@ -66,14 +60,15 @@ def _now() -> str:
 
 def base_record(task: Task) -> dict[str, Any]:
     """The fields every record has, whatever the outcome."""
+    run = task.run
     return {
-        "name": task.name,
-        "variant": task.variant,
-        "seed": task.seed,
-        "command": task.command,
-        "varied": task.varied,
-        "config_hash": task.config_hash,
-        "config": task.config,
+        "name": run.name,
+        "variant": run.variant,
+        "seed": run.seed,
+        "command": run.command,
+        "varied": run.varied,
+        "config_hash": run.config_hash,
+        "config": run.config,
         "attempt": task.attempt,
     }
 
@@ -171,14 +166,14 @@ def execute(task: Task) -> dict[str, Any]:
     if run_dir.exists():
         shutil.rmtree(run_dir)  # leftovers of an interrupted or retried attempt would mix into this one
     run_dir.mkdir(parents=True)
-    config = copy.deepcopy(task.config)
+    config = copy.deepcopy(task.run.config)
     if task.quiet:  # a worker's console is a file: no bar redrawing into it
         set_dotted(config, "trainer.enable_progress_bar", False)
     record = base_record(task)
     started = time.perf_counter()
     with console_to(run_dir / CONSOLE) if task.quiet else contextlib.nullcontext():
         try:
-            if task.command == "fit":
+            if task.run.command == "fit":
                 result = run_fit(config)
                 history = {k: [float(v) for v in result.history[k]] for k in HISTORY_KEYS if k in result.history}
                 record.update(status="ok", metrics=_scalars(result.metrics), history=history)
@@ -192,7 +187,7 @@ def execute(task: Task) -> dict[str, Any]:
         except Exception as err:
             record.update(failure(err))
         if record["status"] == "failed":
-            log.error("run %s failed:\n%s", task.name, record["traceback"])
+            log.error("run %s failed:\n%s", task.run.name, record["traceback"])
     record.update(seconds=time.perf_counter() - started, finished=_now())
     write_json(run_dir / RECORD, record)
     return record
@@ -234,8 +229,8 @@ def worker_main(worker: int, env: dict[str, str], threads: int, tasks: Any, resu
         task = tasks.get()
         if task is None:
             return
-        results.put(("start", worker, task.name))
-        results.put(("done", worker, task.name, execute(task)))
+        results.put(("start", worker, task.run.name))
+        results.put(("done", worker, task.run.name, execute(task)))
 
 
 def _cores() -> int:
@@ -267,7 +262,7 @@ def run_pool(tasks: list[Task], workers: int, on_done: Callable[[dict[str, Any]]
     procs: dict[int, Any] = {}
     ready: set[int] = set()
     in_flight: dict[int, str] = {}
-    by_name = {t.name: t for t in tasks}
+    by_name = {t.run.name: t for t in tasks}
 
     def start(worker: int) -> None:
         env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}

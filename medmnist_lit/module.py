@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import lightning as L
@@ -89,6 +89,18 @@ def scheduler_interval(scheduler: Any, interval: str = "auto") -> str:
     if interval != "auto":
         return interval
     return "step" if isinstance(scheduler, PER_STEP_SCHEDULERS) else "epoch"
+
+
+def step_scheduler(scheduler: Any, metrics: Mapping[str, Any], monitor: str) -> None:
+    """Step ``scheduler`` once; ``ReduceLROnPlateau`` gets ``metrics[monitor]`` (skipped, with a warning, if absent)."""
+    if not isinstance(scheduler, ReduceLROnPlateau):
+        scheduler.step()
+        return
+    value = metrics.get(monitor)
+    if value is None:
+        rank_zero_warn(f"ReduceLROnPlateau monitors {monitor!r}, which was not logged; not stepped")
+        return
+    scheduler.step(float(value))
 
 
 class Classifier(L.LightningModule):
@@ -288,13 +300,5 @@ class Classifier(L.LightningModule):
         # manual optimisation: Lightning leaves scheduler stepping to the module, so mirror what its automatic
         # loop does (interval and plateau handling)
         for config in self.trainer.lr_scheduler_configs:
-            if config.interval != interval:
-                continue
-            if isinstance(config.scheduler, ReduceLROnPlateau):
-                value = self.trainer.callback_metrics.get(self.monitor)
-                if value is None:
-                    rank_zero_warn(f"ReduceLROnPlateau monitors {self.monitor!r}, which was not logged; not stepped")
-                    continue
-                config.scheduler.step(float(value))
-            else:
-                config.scheduler.step()
+            if config.interval == interval:
+                step_scheduler(config.scheduler, self.trainer.callback_metrics, self.monitor)

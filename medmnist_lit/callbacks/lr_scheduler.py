@@ -7,12 +7,10 @@ from typing import Any, Literal
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from medmnist_lit.module import scheduler_interval
+from medmnist_lit.module import scheduler_interval, step_scheduler
 
 #: Attribute marking an optimizer whose schedule a callback owns (two schedules would double-step it).
 _OWNER = "_medmnist_lit_lr_schedule"
@@ -92,16 +90,8 @@ class LRSchedulerCallback(Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Step per-epoch schedules."""
-        if self.interval != "epoch" or self.scheduler is None:
-            return
-        if isinstance(self.scheduler, ReduceLROnPlateau):
-            value = trainer.callback_metrics.get(self.monitor)
-            if value is None:
-                rank_zero_warn(f"ReduceLROnPlateau monitors {self.monitor!r}, which was not logged; not stepped")
-                return
-            self.scheduler.step(float(value))
-        else:
-            self.scheduler.step()
+        if self.interval == "epoch" and self.scheduler is not None:
+            step_scheduler(self.scheduler, trainer.callback_metrics, self.monitor)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Detach from the optimizer."""
