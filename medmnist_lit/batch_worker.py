@@ -325,6 +325,11 @@ def run_pool(tasks: list[Task], workers: int, on_done: Callable[[dict[str, Any]]
                 if remaining:
                     raise RuntimeError(f"all batch workers exited with {remaining} run(s) left; run the batch again")
     finally:
+        # after the last run the workers are exiting on their stop signs: let them finish, since a worker
+        # terminated during its own shutdown leaves its semaphores (tqdm's lock) to the resource tracker
+        deadline = time.monotonic() + (10.0 if not remaining else 0.0)
+        for proc in procs.values():
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
         for proc in procs.values():
             if proc.is_alive():
                 proc.terminate()
