@@ -326,7 +326,8 @@ def run_pool(tasks: list[Task], workers: int, on_done: Callable[[dict[str, Any]]
                     raise RuntimeError(f"all batch workers exited with {remaining} run(s) left; run the batch again")
     finally:
         # after the last run the workers are exiting on their stop signs: let them finish, since a worker
-        # terminated during its own shutdown leaves its semaphores (tqdm's lock) to the resource tracker
+        # terminated during its own shutdown leaves its semaphores (e.g. tqdm's multiprocessing lock) to the
+        # resource tracker, which then warns about leaks
         deadline = time.monotonic() + (10.0 if not remaining else 0.0)
         for proc in procs.values():
             proc.join(timeout=max(0.0, deadline - time.monotonic()))
