@@ -285,7 +285,14 @@ class Classifier(L.LightningModule):
     # ------------------------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> Any:
         """The configured optimizer, and scheduler if any."""
-        optimizer: Optimizer = instantiate(self.optimizer_config, self.parameters(), "torch.optim")
+        return self.build_optimization(self.parameters())
+
+    def build_optimization(self, parameters: Iterable[Any]) -> Any:
+        """The configured optimizer over ``parameters`` and its scheduler, as ``configure_optimizers`` returns.
+
+        A ``monitor`` in the scheduler's ``init_args`` (for ``ReduceLROnPlateau``) sets :attr:`monitor`.
+        """
+        optimizer: Optimizer = instantiate(self.optimizer_config, parameters, "torch.optim")
         if not self.lr_scheduler_config:
             return optimizer
         config = dict(self.lr_scheduler_config)

@@ -37,7 +37,7 @@ from medmnist_lit.files import write_json
 from medmnist_lit.heads import MLP, LogisticRegression
 from medmnist_lit.loaders import Block, gather
 from medmnist_lit.metrics import EpochMetrics
-from medmnist_lit.module import Classifier, backward_and_step, instantiate, lean_steps_possible, scheduler_interval
+from medmnist_lit.module import Classifier, backward_and_step, lean_steps_possible
 
 if TYPE_CHECKING:
     from medmnist_lit.cv import FoldOutcome
@@ -283,15 +283,7 @@ class FoldParallelClassifier(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """The template's optimizer and schedule, on the stacked parameters."""
-        model = self.template[0]
-        optimizer = instantiate(model.optimizer_config, self.parameters(), "torch.optim")
-        if not model.lr_scheduler_config:
-            return optimizer
-        config = dict(model.lr_scheduler_config)
-        init_args = {k: v for k, v in (config.get("init_args") or {}).items() if k != "monitor"}
-        scheduler = instantiate({**config, "init_args": init_args}, optimizer, "torch.optim.lr_scheduler")
-        interval = scheduler_interval(scheduler, model.lr_scheduler_interval)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+        return self.template[0].build_optimization(self.parameters())
 
     def _step_schedulers(self, interval: str) -> None:
         for config in self.trainer.lr_scheduler_configs:
