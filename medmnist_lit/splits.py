@@ -409,9 +409,12 @@ def make_split(
             vals = _logo(dev, g)  # type: ignore[arg-type]  # logo without groups is rejected above
     val_t, excluded = tuple(_idx(v) for v in vals), []
     for fold, val in enumerate(val_t):
-        train = np.setdiff1d(dev, val, assume_unique=True)
-        if not len(train):
+        if len(val) >= len(dev):  # every val fold is a subset of dev without repeats
             raise SplitError(f"fold {fold} has no training samples; use more data or smaller fractions")
+        if train_fraction == 1.0:  # nothing to drop: skip the per-fold set difference (quadratic for loo/logo)
+            excluded.append(_EMPTY)
+            continue
+        train = np.setdiff1d(dev, val, assume_unique=True)
         n_units = _units(train, g)[1]
         drop = n_units - max(1, round(train_fraction * n_units))
         # Independent per-fold streams: a fold's subsample does not depend on the folds before it.
