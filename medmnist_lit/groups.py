@@ -19,6 +19,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from medmnist_lit.near_duplicates import first_appearance
 from medmnist_lit.near_duplicates import near_duplicate_groups as near_duplicate_groups  # re-exported
 
 log = logging.getLogger(__name__)
@@ -30,14 +31,6 @@ GROUP_COLUMNS = ("group", "group_id", "subject", "subject_id", "patient", "patie
 
 class GroupFileError(ValueError):
     """A group CSV that cannot be used; the message names the file and what is wrong."""
-
-
-def _first_appearance(codes: np.ndarray) -> np.ndarray:
-    """Renumber arbitrary codes to ``0..G-1`` in order of first appearance."""
-    _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
-    rank = np.empty(len(first), dtype=np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
-    return rank[inverse.ravel()]
 
 
 def _pick(header: list[str], names: tuple[str, ...]) -> int | None:
@@ -108,7 +101,7 @@ def read_group_csv(path: str | os.PathLike[str], ids: np.ndarray) -> np.ndarray:
             f"{path} has no group for {len(missing_ids)} of the {len(keys)} dataset ids, e.g. "
             f"{missing_ids[:5]}; add rows for them (ids look like 'CXR/000123.jpeg' or 'train/000123')"
         )
-    codes = _first_appearance(np.array([mapping[k] for k in keys], dtype=str))
+    codes = first_appearance(np.array([mapping[k] for k in keys], dtype=str))
     log.info("read %d groups for %d samples from %s", len(np.unique(codes)), len(codes), path)
     return codes
 
@@ -146,11 +139,11 @@ def exact_duplicate_groups(images: np.ndarray, *, chunk: int = 4096) -> np.ndarr
         block = np.ascontiguousarray(images[start : start + chunk]).reshape(min(chunk, n - start), -1)
         for i, row in enumerate(block):
             digests[start + i] = hashlib.blake2b(row.data, digest_size=16).digest()
-    codes = _first_appearance(digests)
+    codes = first_appearance(digests)
     if not _verified(images, codes, chunk):
         log.warning("BLAKE2b collision between different images; clustering by exact comparison instead")
         rows = np.ascontiguousarray(images).reshape(n, -1).view(np.uint8)
-        codes = _first_appearance(rows.view(np.dtype((np.void, rows.shape[1]))).ravel())
+        codes = first_appearance(rows.view(np.dtype((np.void, rows.shape[1]))).ravel())
     return codes
 
 
@@ -184,7 +177,7 @@ def merge_groups(*codes: np.ndarray | None) -> np.ndarray | None:
         shape=(size, size),
     )
     _, component = connected_components(graph, directed=False)
-    return _first_appearance(component[:n])
+    return first_appearance(component[:n])
 
 
 def describe_groups(codes: np.ndarray) -> dict[str, int]:

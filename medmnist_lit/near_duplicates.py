@@ -84,8 +84,8 @@ class NearDuplicates:
     n_flat: int
 
 
-def _first_appearance(codes: np.ndarray) -> np.ndarray:
-    """Renumber codes to ``0..G-1`` in order of first appearance (as :mod:`medmnist_lit.groups` does)."""
+def first_appearance(codes: np.ndarray) -> np.ndarray:
+    """Renumber arbitrary codes to ``0..G-1`` in order of first appearance."""
     _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
     rank = np.empty(len(first), dtype=np.int64)
     rank[np.argsort(first, kind="stable")] = np.arange(len(first))
@@ -328,7 +328,7 @@ def _find(images: np.ndarray, threshold: float, grid: int, chunk: int, started: 
     graph = coo_matrix((np.ones(len(i), np.int8), (i, j)), shape=(len(active),) * 2)
     component = np.full(len(first), -1, np.int64)  # flat thumbnails form cluster -1
     component[active] = connected_components(graph, directed=False)[1]
-    codes = _first_appearance(component[rep_of])
+    codes = first_appearance(component[rep_of])
     sizes = np.bincount(codes)
     log.debug(
         "near-duplicates (Pearson r >= %.3g of %dx%d thumbnails): %d pairs, %d of %d images in %d clusters "
