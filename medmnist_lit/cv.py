@@ -14,7 +14,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -147,7 +147,6 @@ def cross_validate(
     options: CVOptions | None = None,
     *,
     seed: int = 0,
-    on_fold: Callable[[int, dict[str, float]], None] | None = None,
 ) -> CVResult:
     """Train and score one fresh model per fold; write folds.csv, oof.csv and summary.json under ``run_dir``.
 
@@ -158,7 +157,6 @@ def cross_validate(
         run_dir: Run root (``lightning_logs/<name>/<run>``).
         options: Fold selection, refit, engine.
         seed: Base seed; fold ``i`` is seeded ``seed + i``.
-        on_fold: Called with each finished fold's index and metrics.
     """
     from medmnist_lit.parallel import train_parallel
 
@@ -203,8 +201,6 @@ def cross_validate(
             if datamodule.test_source:
                 external_probs.append(score(fold_model, datamodule.external_loader(device), "external").probs)
             log.info(fold_line(fold, row))
-            if on_fold is not None:
-                on_fold(fold, outcome.metrics)
     finally:
         datamodule.cv_stream = False
 
@@ -305,10 +301,10 @@ def estimate_seconds(
         elapsed += time.perf_counter() - started if steps else 0.0  # the first step warms up
         steps += 1
     per_step = elapsed / (steps - 1)
-    epoch = per_step * math.ceil(len(train) / batch)
     if engine == "parallel":
         epoch = per_step * math.ceil(len(datamodule.split.dev) / batch)
         return math.ceil(n_folds / heads) * (epoch * max_epochs + 1.0) + 0.05 * n_folds  # + scoring, files per fold
+    epoch = per_step * math.ceil(len(train) / batch)
     return n_folds * (epoch * max_epochs + 0.5)  # + Trainer set-up, checkpoints, evaluation per fold
 
 

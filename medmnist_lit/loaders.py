@@ -52,12 +52,12 @@ class PixelTransform:
     @classmethod
     def stack(cls, transforms: list[PixelTransform]) -> PixelTransform:
         """One transform per fold; applied to ``N×C×H×W`` pixels it gives ``F×N×C×H×W`` inputs."""
-        scale = torch.stack([t.scale for t in transforms])[:, None]
-        shift = torch.stack([t.shift for t in transforms])[:, None]
         if all(
             torch.equal(t.scale, transforms[0].scale) and torch.equal(t.shift, transforms[0].shift) for t in transforms
         ):
             return transforms[0]  # identical (no standardisation): keep one shared input
+        scale = torch.stack([t.scale for t in transforms])[:, None]
+        shift = torch.stack([t.shift for t in transforms])[:, None]
         return cls(scale, shift)
 
     def to(self, device: torch.device) -> PixelTransform:
@@ -118,11 +118,6 @@ class Block:
                 yield self.transform(gather(self.images, kept)), self.labels[kept]
             else:
                 yield self.transform(gather(self.images, part)), self.labels[part], ~exclude[:, part]
-
-    @property
-    def num_samples(self) -> int:
-        """Number of samples in the block."""
-        return sum(len(p) for p in self.parts)
 
 
 class EpochSampler:

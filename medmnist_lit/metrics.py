@@ -18,9 +18,6 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-#: Metric keys every stage reports (besides per-class accuracies ``acc_<class>``).
-SCALAR_KEYS = ("loss", "acc", "f1", "auroc")
-
 
 class EpochMetrics(nn.Module):
     """Loss, accuracy, macro-F1, AUROC, per-class accuracy and the confusion matrix of one stage.
