@@ -247,12 +247,12 @@ def _load_base(value: Any, path: Path) -> dict[str, Any]:
     raise _fail(path, f"base must be a mapping or a config file path, got {value!r}")
 
 
-def _seeds(value: Any, path: Path) -> list[int]:
+def _seeds(value: Any, path: Path, label: str = "seeds") -> list[int]:
     seeds = [value] if isinstance(value, int) and not isinstance(value, bool) else value
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
-        raise _fail(path, f"seeds must be a non-empty list of non-negative integers, got {value!r}")
+        raise _fail(path, f"{label} must be a non-empty list of non-negative integers, got {value!r}")
     if len(set(seeds)) != len(seeds):
-        raise _fail(path, f"seeds has duplicates: {seeds}")
+        raise _fail(path, f"{label} has duplicates: {seeds}")
     return list(seeds)
 
 
@@ -328,7 +328,7 @@ def load_spec(
     if not isinstance(metric, str) or "/" not in metric:
         raise _fail(path, f"metric must look like val/acc or test/loss, got {metric!r}")
     base = _load_base(spec.get("base"), path)
-    seed_list = seeds if seeds is not None else _seeds(spec.get("seeds", [0]), path)
+    seed_list = _seeds(spec.get("seeds", [0]), path) if seeds is None else _seeds(seeds, path, "--seeds")
     named = _named_runs(spec.get("runs"), path, command)
     points = _grid(spec.get("grid"), path)
     grid_keys = list(points[0])

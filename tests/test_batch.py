@@ -110,6 +110,15 @@ def test_unknown_spec_key_is_named(tmp_path: Path) -> None:
         load_spec(path)
 
 
+def test_seeds_from_the_command_line_are_validated_like_the_spec_s(tmp_path: Path) -> None:
+    path = _spec(tmp_path, "name: x\nseeds: [0]\n")
+    assert [r.seed for r in load_spec(path, seeds=[2, 1]).runs] == [2, 1]
+    with pytest.raises(ValueError, match=r"spec.yaml: --seeds has duplicates: \[0, 0\]"):
+        load_spec(path, seeds=[0, 0])  # two runs would share one name and directory
+    with pytest.raises(ValueError, match=r"--seeds must be a non-empty list of non-negative integers"):
+        load_spec(path, seeds=[-1])
+
+
 def test_bad_config_key_names_the_key_and_the_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _spec(
         tmp_path,
