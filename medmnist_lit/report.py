@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 from medmnist_lit.batch_spec import display, get_dotted
 from medmnist_lit.files import read_json, write_text
@@ -233,11 +232,7 @@ def comparisons(directory: str | Path, batch: dict[str, Any], records: list[dict
             continue
         nt, ne = float(np.nanmean(n_train)), float(np.nanmean(n_eval))
         test = corrected_resampled_ttest(diffs, nt, ne)
-        half = math.nan
-        if len(diffs) > 1 and nt > 0:
-            se = math.sqrt(float(np.var(diffs, ddof=1)) * (1 / len(diffs) + ne / nt))
-            half = float(scipy_stats.t.ppf(0.975, df=len(diffs) - 1)) * se
-        rows.append({**row, "n": len(diffs), "mean": test["mean"], "ci95": [test["mean"] - half, test["mean"] + half]})
+        rows.append({**row, "n": len(diffs), "mean": test["mean"], "ci95": test["ci95"]})
         rows[-1].update(p=test["p"], unit=unit)
     return rows
 

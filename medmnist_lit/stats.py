@@ -38,7 +38,7 @@ def binomial_interval(successes: int, trials: int, confidence: float = 0.95) -> 
     return [float(ci.low), float(ci.high)]
 
 
-def corrected_resampled_ttest(differences: Sequence[float], n_train: float, n_test: float) -> dict[str, float]:
+def corrected_resampled_ttest(differences: Sequence[float], n_train: float, n_test: float) -> dict[str, Any]:
     """Nadeau & Bengio's corrected resampled t-test of paired differences between two models.
 
     Differences come from the same resamples (folds × repeats, or seeds); the variance is inflated by
@@ -52,15 +52,18 @@ def corrected_resampled_ttest(differences: Sequence[float], n_train: float, n_te
         n_test: Test (validation) set size of one resample.
 
     Returns:
-        ``{"mean", "t", "p", "n"}``; ``p`` is two-sided, NaN with fewer than two differences.
+        ``{"mean", "t", "p", "ci95": [lo, hi], "n"}``: ``p`` is two-sided and ``ci95`` the 95% interval of the
+        mean difference with the corrected variance; both NaN with fewer than two differences.
     """
     d = np.asarray(differences, dtype=float)
     j = len(d)
     mean = float(d.mean()) if j else math.nan
     if j < 2:
-        return {"mean": mean, "t": math.nan, "p": math.nan, "n": j}
+        return {"mean": mean, "t": math.nan, "p": math.nan, "ci95": [math.nan, math.nan], "n": j}
     var = float(d.var(ddof=1)) * (1 / j + n_test / n_train)
+    half = float(stats.t.ppf(0.975, df=j - 1)) * math.sqrt(var)
+    ci95 = [mean - half, mean + half]
     if var == 0:
-        return {"mean": mean, "t": math.inf if mean else math.nan, "p": 0.0 if mean else 1.0, "n": j}
+        return {"mean": mean, "t": math.inf if mean else math.nan, "p": 0.0 if mean else 1.0, "ci95": ci95, "n": j}
     t = mean / math.sqrt(var)
-    return {"mean": mean, "t": t, "p": float(2 * stats.t.sf(abs(t), df=j - 1)), "n": j}
+    return {"mean": mean, "t": t, "p": float(2 * stats.t.sf(abs(t), df=j - 1)), "ci95": ci95, "n": j}
