@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import lightning as L
 import numpy as np
@@ -27,6 +27,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from medmnist_lit.cv_summary import OutOfFold, ensemble_metrics, fold_line, format_summary, summarize, write_csv
 from medmnist_lit.files import write_json
+from medmnist_lit.metrics import EpochMetrics
 from medmnist_lit.training import Scores, default_callbacks, fit_and_test, score
 
 log = logging.getLogger("medmnist_lit")
@@ -88,10 +89,17 @@ class CVResult:
     folds: list[dict[str, float]]
 
 
-def fresh_model(template: L.LightningModule) -> L.LightningModule:
+ModelT = TypeVar("ModelT", bound=L.LightningModule)
+
+
+def init_hparams(model: L.LightningModule) -> dict[str, Any]:
+    """``model``'s constructor arguments: its hparams without LightningCLI's bookkeeping (``_instantiator``...)."""
+    return {k: v for k, v in model.hparams.items() if not k.startswith("_")}
+
+
+def fresh_model(template: ModelT) -> ModelT:
     """A new, untrained model with ``template``'s hyperparameters (new weights from the current seed)."""
-    # "_instantiator" and similar keys are LightningCLI's bookkeeping, not constructor arguments
-    return type(template)(**{k: v for k, v in template.hparams.items() if not k.startswith("_")})
+    return type(template)(**init_hparams(template))
 
 
 @dataclass
@@ -103,6 +111,7 @@ class FoldOutcome:
     val: Scores | None
     model: Any
     test_probs: torch.Tensor | None = None
+    external_probs: torch.Tensor | None = None
 
 
 def choose_engine(options: CVOptions, model: Any, recipe: TrainerRecipe) -> tuple[str, str | None]:
@@ -178,6 +187,7 @@ def cross_validate(
     oof = OutOfFold()
     test_probs: list[torch.Tensor] = []
     external_probs: list[torch.Tensor] = []
+    scoring: EpochMetrics | None = None  # one metrics object reused for every fold (building one costs ms)
     folds_per_repeat = split.n_folds // max(1, int(split.params.get("repeats") or 1))
     outcomes = (
         train_parallel(model, datamodule, recipe, run_dir, folds, seed, options.folds_per_pass, options.checkpoint)
@@ -193,13 +203,19 @@ def cross_validate(
             if outcome.val is not None:
                 oof.add(datamodule.indices("val"), outcome.val.probs.numpy(), fold, row["repeat"])
             device = fold_model.device
+            if scoring is None:
+                hp = fold_model.hparams
+                scoring = EpochMetrics(hp.num_classes, hp.class_names, sync=False).to(device)
             if outcome.test_probs is not None:
                 test_probs.append(outcome.test_probs)
             elif len(split.test):
                 loader = datamodule.loader(split.test, shard=False, device=device)
-                test_probs.append(score(fold_model, loader, "test").probs)
-            if datamodule.test_source:
-                external_probs.append(score(fold_model, datamodule.external_loader(device), "external").probs)
+                test_probs.append(score(fold_model, loader, "test", scoring).probs)
+            if outcome.external_probs is not None:
+                external_probs.append(outcome.external_probs)
+            elif datamodule.test_source:
+                loader = datamodule.external_loader(device)
+                external_probs.append(score(fold_model, loader, "external", scoring).probs)
             log.info(fold_line(fold, row))
     finally:
         datamodule.cv_stream = False

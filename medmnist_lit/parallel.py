@@ -33,7 +33,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from medmnist_lit.files import write_json
+from medmnist_lit.files import atomic_path, write_json
 from medmnist_lit.heads import MLP, LogisticRegression
 from medmnist_lit.loaders import Block, gather
 from medmnist_lit.metrics import EpochMetrics
@@ -301,14 +301,14 @@ class FoldParallelClassifier(L.LightningModule):
 
 def _save_checkpoint(model: Classifier, path: Path, epoch: int, global_step: int) -> None:
     """A Lightning-format checkpoint (loadable with ``Classifier.load_from_checkpoint``), written atomically."""
-    from medmnist_lit.files import atomic_path
+    from medmnist_lit.cv import init_hparams
 
     checkpoint = {
         "epoch": epoch,
         "global_step": global_step,
         "pytorch-lightning_version": L.__version__,
         "state_dict": model.state_dict(),
-        "hyper_parameters": {k: v for k, v in model.hparams.items() if not k.startswith("_")},
+        "hyper_parameters": init_hparams(model),
     }
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
@@ -360,8 +360,10 @@ def _finish_fold(
         test = score(scorer, loader, "test", metrics_state)
         metrics.update(test.metrics)
         logger.log_metrics({k: v for k, v in test.metrics.items() if not math.isnan(v)}, step=epochs - 1)
+    external = None
     if datamodule.test_source:
-        metrics.update(score(scorer, datamodule.external_loader(device), "external", metrics_state).metrics)
+        external = score(scorer, datamodule.external_loader(device), "external", metrics_state)
+        metrics.update(external.metrics)
     sizes = datamodule.describe()
     metrics.update(
         best_epoch=float(scored),
@@ -373,7 +375,9 @@ def _finish_fold(
     )
     write_json(directory / "metrics.json", metrics)
     log_hparams([logger], scorer, datamodule, metrics, save_yaml=False)
-    return FoldOutcome(fold, metrics, val, scorer, None if test is None else test.probs)
+    return FoldOutcome(
+        fold, metrics, val, scorer, None if test is None else test.probs, None if external is None else external.probs
+    )
 
 
 def train_parallel(
@@ -391,6 +395,7 @@ def train_parallel(
     Head ``k`` starts from the weights a sequential run would draw for fold ``k`` (seeded ``seed + k``).
     """
     from medmnist_lit.callbacks import ProgressBar
+    from medmnist_lit.cv import fresh_model
 
     own = ("callbacks", "logger", "enable_progress_bar", "enable_checkpointing", "num_sanity_val_steps")
     kwargs = {k: v for k, v in recipe.kwargs.items() if k not in own}
@@ -410,7 +415,7 @@ def train_parallel(
     device = trainer.strategy.root_device
     batch = datamodule.train_batch_size(len(datamodule.split.dev))
     size = per_pass or folds_per_pass(template, batch, len(folds), device)
-    scorer = type(template)(**{k: v for k, v in template.hparams.items() if not k.startswith("_")}).to(device)
+    scorer = fresh_model(template).to(device)
     metrics_state = EpochMetrics(template.num_classes, template.class_names, sync=False).to(device)
     for start in range(0, len(folds), size):
         chunk = folds[start : start + size]
