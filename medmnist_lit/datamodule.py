@@ -250,18 +250,20 @@ class MedMNISTDataModule(L.LightningDataModule):
     @property
     def transform(self) -> PixelTransform:
         """Pixel conversion of the current fold; standardisation statistics come from its training part only."""
-        key = (self.fold, self.refit)
-        if key not in self._transforms:
-            self._transforms[key] = self.fold_transform(self.indices("train"))
-        return self._transforms[key]
+        return self.fold_transform(self.fold, self.refit)
 
-    def fold_transform(self, train: np.ndarray) -> PixelTransform:
-        """Pixel conversion whose standardisation statistics come from the samples ``train``."""
-        channels = self.input_shape[0]
-        if not self.standardize:
-            return PixelTransform.unit(channels)
-        mean, std = _channel_stats(np.asarray(self.dataset.images[train]).reshape(-1, channels))
-        return PixelTransform.standardize(torch.as_tensor(mean), torch.as_tensor(std))
+    def fold_transform(self, fold: int, refit: bool = False) -> PixelTransform:
+        """Pixel conversion of ``fold`` (of all development data with ``refit``), computed once and kept."""
+        key = (fold, refit)
+        if key not in self._transforms:
+            channels = self.input_shape[0]
+            if not self.standardize:
+                self._transforms[key] = PixelTransform.unit(channels)
+            else:
+                train = self.split.dev if refit else self.split.train(fold)
+                mean, std = _channel_stats(np.asarray(self.dataset.images[train]).reshape(-1, channels))
+                self._transforms[key] = PixelTransform.standardize(torch.as_tensor(mean), torch.as_tensor(std))
+        return self._transforms[key]
 
     @cached_property
     def external(self) -> ImageSet:
@@ -361,14 +363,15 @@ class MedMNISTDataModule(L.LightningDataModule):
         for row, fold in enumerate(folds):
             excluded[row, torch.as_tensor(np.array(self.split.val[fold]))] = True
             excluded[row, torch.as_tensor(np.array(self.split.excluded[fold]))] = True
-        mean_train = float(np.mean([len(self.split.train(f)) for f in range(self.split.n_folds)]))
+        held = [len(v) + len(e) for v, e in zip(self.split.val, self.split.excluded, strict=True)]
+        mean_train = len(dev) - float(np.mean(held))  # the mean training-part size over all folds
         if self.batch_size == "full":
             batch_size = len(dev)
         else:  # scaled so that a fold keeps batch_size samples per batch on average
             batch_size = max(1, round(int(self.batch_size) * len(dev) / max(mean_train, 1.0)))
         steps = self.steps_per_block or auto_steps_per_block(batch_size)
         sampler = EpochSampler(torch.tensor(dev, dtype=torch.int64), labels, self.sampling, self.seed)
-        transforms = [self.fold_transform(self.split.train(f)) for f in folds]
+        transforms = [self.fold_transform(f) for f in folds]
         return BatchLoader(
             images,
             labels,

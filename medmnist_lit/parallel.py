@@ -197,7 +197,7 @@ class FoldParallelClassifier(L.LightningModule):
         split = datamodule.split
         self.images, self.labels = datamodule.tensors(device)
         self.val_index = [torch.as_tensor(split.val[f].copy()).to(device) for f in self.folds]
-        self.fold_transforms = [datamodule.fold_transform(split.train(f)).to(device) for f in self.folds]
+        self.fold_transforms = [datamodule.fold_transform(f).to(device) for f in self.folds]
         self.best_weights = [w.detach().clone() for w in self.stacked.weights]
         self.best_biases = [b.detach().clone() for b in self.stacked.biases]
         self._sums = torch.zeros(3, len(self.folds), device=device)
