@@ -100,10 +100,17 @@ class Block:
     ) -> None:
         self.images = images
         self.labels = labels
-        self.parts = index.split(batch_size)
         self.transform = transform
         self.exclude = exclude
         self.masked = masked
+        if exclude is not None and not masked:
+            # one fold: drop its excluded samples from each mini-batch here, once per block, so that the
+            # boolean indexing (a host-device sync on a GPU) does not run at every step
+            keep = ~exclude[0, index]
+            padded = torch.nn.functional.pad(keep.to(torch.int64), (0, -len(keep) % batch_size))
+            self.parts = index[keep].split(padded.view(-1, batch_size).sum(1).tolist())
+        else:
+            self.parts = index.split(batch_size)
 
     def __len__(self) -> int:
         return len(self.parts)
@@ -111,11 +118,8 @@ class Block:
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
         exclude = self.exclude
         for part in self.parts:
-            if exclude is None:
+            if exclude is None or not self.masked:
                 yield self.transform(gather(self.images, part)), self.labels[part]
-            elif not self.masked:
-                kept = part[~exclude[0, part]]
-                yield self.transform(gather(self.images, kept)), self.labels[kept]
             else:
                 yield self.transform(gather(self.images, part)), self.labels[part], ~exclude[:, part]
 
