@@ -15,9 +15,10 @@ same corrected variance.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +173,11 @@ def _folds(directory: Path, name: str) -> dict[int, dict[str, float]]:
 
 
 def _paired_units(
-    directory: Path, metric: str, a: list[tuple[dict, dict]], b: list[tuple[dict, dict]], command: str
+    folds_of: Callable[[str], dict[int, dict[str, float]]],
+    metric: str,
+    a: list[tuple[dict, dict]],
+    b: list[tuple[dict, dict]],
+    command: str,
 ) -> tuple[list[float], list[float], list[float], str]:
     """Differences a − b with the train and evaluation sizes of each pair, and the unit name (seeds or folds)."""
     size = "n_test" if metric.startswith("test/") else "n_val"
@@ -183,8 +188,8 @@ def _paired_units(
         if run["seed"] not in by_seed:
             continue
         other_run, other = by_seed[run["seed"]]
-        folds_a = _folds(directory, run["name"]) if command == "cv" else {}
-        folds_b = _folds(directory, other_run["name"]) if command == "cv" else {}
+        folds_a = folds_of(run["name"]) if command == "cv" else {}
+        folds_b = folds_of(other_run["name"]) if command == "cv" else {}
         if folds_a and folds_b and any(metric in f for f in folds_a.values()):
             unit = "folds"
             for fold in sorted(set(folds_a) & set(folds_b)):
@@ -209,6 +214,7 @@ def comparisons(directory: str | Path, batch: dict[str, Any], records: list[dict
         return []
     ok = [(run, rec) for run, rec in _ordered(batch, records) if rec and rec.get("status") == "ok"]
     base = [(run, rec) for run, rec in ok if run["variant"] == baseline]
+    folds_of = functools.cache(lambda name: _folds(Path(directory), name))  # the baseline's is read once
     rows = []
     for variant in batch["variants"]:
         if variant == baseline:
@@ -226,7 +232,7 @@ def comparisons(directory: str | Path, batch: dict[str, Any], records: list[dict
         if differs:
             rows.append({**row, "note": f"not paired ({differs[0]} differs)"})
             continue
-        diffs, n_train, n_eval, unit = _paired_units(Path(directory), metric, mine, base, mine[0][0]["command"])
+        diffs, n_train, n_eval, unit = _paired_units(folds_of, metric, mine, base, mine[0][0]["command"])
         if not diffs:
             rows.append({**row, "note": f"no shared seeds with {metric}"})
             continue
