@@ -37,6 +37,11 @@ def _height(n: int) -> float:
     return 1.2 + 0.38 * max(n, 2)
 
 
+def _spread(values: np.ndarray) -> float:
+    """Sample standard deviation; 0 for a single value (an error bar of nothing)."""
+    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
 def _errorbars(groups: dict[str, list[dict[str, Any]]], key: str, title: str, xlabel: str) -> Figure | None:
     names = [v for v, recs in groups.items() if len(_values(recs, key))]
     if not names:
@@ -45,7 +50,7 @@ def _errorbars(groups: dict[str, list[dict[str, Any]]], key: str, title: str, xl
     ax = fig.subplots()
     for y, name in enumerate(names):
         values = _values(groups[name], key)
-        std = values.std(ddof=1) if len(values) > 1 else 0.0
+        std = _spread(values)
         ax.errorbar(values.mean(), y, xerr=std, fmt="o", color="C0", capsize=4)
         ax.plot(values, np.full(len(values), y + 0.18), "|", color="0.45", markersize=7)
     ax.set_yticks(range(len(names)), names)
@@ -100,7 +105,7 @@ def train_val_figure(groups: dict[str, list[dict[str, Any]]]) -> Figure | None:
     for offset, key, color in ((-0.18, "train/acc", "C1"), (0.18, "val/acc", "C0")):
         values = [_values(groups[n], key) for n in names]
         means = [v.mean() for v in values]
-        stds = [v.std(ddof=1) if len(v) > 1 else 0.0 for v in values]
+        stds = [_spread(v) for v in values]
         ax.barh(y + offset, means, height=0.34, xerr=stds, color=color, label=key.split("/")[0], capsize=3)
     low = min(min(_values(groups[n], k).min() for n in names) for k in ("train/acc", "val/acc"))
     ax.set_xlim(max(0.0, low - 0.05), 1.0)
@@ -121,7 +126,7 @@ def time_figure(groups: dict[str, list[dict[str, Any]]]) -> Figure | None:
     fig = Figure(figsize=(7.5, _height(len(names))))
     ax = fig.subplots()
     seconds = [np.array([r.get("seconds", math.nan) for r in groups[n]], dtype=float) for n in names]
-    stds = [s.std(ddof=1) if len(s) > 1 else 0.0 for s in seconds]
+    stds = [_spread(s) for s in seconds]
     ax.barh(range(len(names)), [s.mean() for s in seconds], xerr=stds, color="C2", capsize=3)
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
