@@ -256,9 +256,10 @@ def decode_listing(
         workers = 1
         report = decode_range(listing.reader, out, 0, n, mode, size, resize)
     bad, mismatched = report
+    bad.sort()
     logger.debug("Decoded %d images with %d process(es) in %.2f s", n, workers, time.perf_counter() - t0)
     _check(listing, bad, mismatched, ref, size, skip_bad)
-    skipped = [{"id": listing.ids[i], "error": error} for i, error in sorted(bad)]
+    skipped = [{"id": listing.ids[i], "error": error} for i, error in bad]
     keep = None
     if bad:
         logger.warning(
@@ -283,9 +284,8 @@ def _check(
     size: tuple[int, int],
     skip_bad: bool,
 ) -> None:
-    """Raise the :class:`DataError` that bad or mis-sized images call for."""
+    """Raise the :class:`DataError` that bad or mis-sized images call for (``bad`` sorted by index)."""
     n, source = len(listing), str(listing.path)
-    bad.sort()
     if bad and (not skip_bad or len(bad) == n):
         shown = "; ".join(f"{listing.ids[i]} ({error})" for i, error in bad[:SHOW_BAD])
         more = f" (first {SHOW_BAD} shown)" if len(bad) > SHOW_BAD else ""

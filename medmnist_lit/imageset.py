@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -66,8 +65,8 @@ class ImageSet:
 
     def counts(self) -> dict[str, int]:
         """Number of samples per class name, in class order."""
-        counter = Counter(np.asarray(self.labels).tolist())
-        return {name: counter.get(i, 0) for i, name in enumerate(self.class_names)}
+        counts = np.bincount(np.asarray(self.labels), minlength=len(self.class_names)).tolist()
+        return dict(zip(self.class_names, counts, strict=True))
 
     def take(self, index: np.ndarray) -> ImageSet:
         """Return the samples at ``index`` (loaded into memory)."""

@@ -58,10 +58,7 @@ def _idx(values: Any) -> np.ndarray:
 
 def _ids_digest(ids: np.ndarray) -> str:
     """SHA-256 of the ids in order, independent of their array dtype (str, object or int)."""
-    digest = hashlib.sha256()
-    for value in np.asarray(ids).tolist():
-        digest.update(str(value).encode() + b"\0")
-    return digest.hexdigest()
+    return hashlib.sha256("".join(f"{value}\0" for value in np.asarray(ids).tolist()).encode()).hexdigest()
 
 
 def _pack(parts: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
