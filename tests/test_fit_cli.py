@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from tbevents import plugin_tags, scalars
 
 from medmnist_lit.cli import main
@@ -105,12 +106,15 @@ def test_checkpoint_loads_weights_only_and_tests(fitted: Path, tmp_path: Path, m
 def test_predict_writes_probabilities(fitted: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "pred.csv"
-    ckpt = fitted / "checkpoints" / "last.ckpt"
+    ckpt = next((fitted / "checkpoints").glob("best-epoch*.ckpt"))  # the checkpoint fit scored on the test split
     assert main(["predict", "--ckpt_path", str(ckpt), "--predict.output", str(out), "--trainer.logger", "false"]) == 0
     rows = out.read_text().splitlines()
     assert rows[0].split(",")[:3] == ["id", "label", "predicted"] and len(rows) == 541
     probs = np.array([[float(v) for v in row.split(",")[3:]] for row in rows[1:]])
     assert probs.shape == (540, 10) and np.allclose(probs.sum(1), 1, atol=1e-4)
+    # the predictions are the ones fit scored: their accuracy is the run's test accuracy
+    correct = np.mean([row.split(",")[1] == row.split(",")[2] for row in rows[1:]])
+    assert correct == pytest.approx(json.loads((fitted / "metrics.json").read_text())["test/acc"], abs=1e-6)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pred.csv"]  # nothing else written
 
 
@@ -160,7 +164,13 @@ def test_print_config_round_trips(tmp_path: Path, monkeypatch, capsys) -> None:
         )
         == 0
     )
-    assert (tmp_path / "lightning_logs" / "p" / "version_0" / "metrics.json").exists()
+    run = tmp_path / "lightning_logs" / "p" / "version_0"
+    assert (run / "metrics.json").exists()
+    # nothing of the printed config was lost on the way back in
+    used = yaml.safe_load((run / "config.yaml").read_text())
+    assert used["model"]["hidden_sizes"] == [512, 512] and used["model"]["dropout"] == 0.2
+    assert used["optimizer"]["class_path"] == "torch.optim.SGD" and used["optimizer"]["init_args"]["lr"] == 0.001
+    assert used["data"]["batch_size"] == 16 and used["trainer"]["max_epochs"] == 1
 
 
 def test_lr_find_saves_plot_and_suggestion(tmp_path: Path, monkeypatch, capsys) -> None:
