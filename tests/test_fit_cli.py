@@ -178,4 +178,7 @@ def test_lr_find_saves_plot_and_suggestion(tmp_path: Path, monkeypatch, capsys) 
     args = ["lr-find", "--lr_find.num_training", "30", "--trainer.logger.init_args.name", "lr"]
     assert main(args) == 0
     assert (tmp_path / "lightning_logs" / "lr" / "version_0" / "lr_find.png").exists()
-    assert "Suggested learning rate" in capsys.readouterr().out
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("Suggested learning rate: "))
+    suggestion = float(line.split()[3])
+    assert 1e-6 <= suggestion <= 1.0  # inside the range searched (the --lr_find defaults)
+    assert f"--optimizer.lr {suggestion:.3g}" in line
