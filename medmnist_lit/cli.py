@@ -206,6 +206,20 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 }
 
 
+#: What an interrupted command left behind, for its one-line Ctrl-C message.
+INTERRUPTED = {
+    "prepare": "nothing was cached",
+    "download": "nothing was downloaded",
+    "batch": "finished runs are recorded; run the same command again to resume",
+}
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message on one line (multi-line library messages are joined)."""
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    return text or type(err).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``medmnist-lit``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -219,11 +233,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return run(rest)
+    except KeyboardInterrupt:
+        if os.environ.get("MEDMNIST_LIT_DEBUG"):
+            raise
+        print(
+            f"medmnist-lit {command}: interrupted; {INTERRUPTED.get(command, 'finished results are kept')}",
+            file=sys.stderr,
+        )
+        return 130
     except (UsageError, ValueError, OSError) as err:
         if os.environ.get("MEDMNIST_LIT_DEBUG"):
             raise
-        print(f"medmnist-lit {command}: error: {err}", file=sys.stderr)
-        print("(set MEDMNIST_LIT_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(
+            f"medmnist-lit {command}: error: {one_line(err)} (MEDMNIST_LIT_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return 2
 
 
