@@ -25,6 +25,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from medmnist_lit.checkpoints import secure_trainer
 from medmnist_lit.cv_summary import OutOfFold, ensemble_metrics, fold_line, format_summary, summarize, write_csv
 from medmnist_lit.files import write_json
 from medmnist_lit.metrics import EpochMetrics
@@ -72,11 +73,13 @@ class TrainerRecipe:
         kwargs = {k: v for k, v in self.kwargs.items() if k not in ("callbacks", "logger", "enable_progress_bar")}
         defaults = default_callbacks(monitor=monitor, progress_bar=False, epoch_lines=False, figures=False)
         logger = TensorBoardLogger(save_dir=log_dir.parent, name="", version=log_dir.name, default_hp_metric=False)
-        return L.Trainer(
-            **kwargs,
-            logger=logger,
-            callbacks=[*defaults, *copy.deepcopy(self.callbacks)],
-            enable_progress_bar=False,
+        return secure_trainer(
+            L.Trainer(
+                **kwargs,
+                logger=logger,
+                callbacks=[*defaults, *copy.deepcopy(self.callbacks)],
+                enable_progress_bar=False,
+            )
         )
 
 

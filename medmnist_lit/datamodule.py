@@ -239,6 +239,21 @@ class MedMNISTDataModule(L.LightningDataModule):
         self.split.save(path, ids=self.dataset.ids)
 
     # ------------------------------------------------------------------------------------ lightning
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: Any,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Lightning's ``load_from_checkpoint``, reading the file weights-only (local path or ``http(s)`` URL)."""
+        from medmnist_lit.checkpoints import restore
+
+        return restore(cls, checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs)
+
     def prepare_data(self) -> None:
         """Decode the source into the cache (once per machine)."""
         _ = self.dataset

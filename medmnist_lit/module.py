@@ -199,6 +199,21 @@ class Classifier(L.LightningModule):
             logits, target, weight=self.class_weight, label_smoothing=self.label_smoothing
         )
 
+    @classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: Any,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Lightning's ``load_from_checkpoint``, reading the file weights-only (local path or ``http(s)`` URL)."""
+        from medmnist_lit.checkpoints import restore
+
+        return restore(cls, checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs)
+
     def setup(self, stage: str) -> None:
         """Resolve ``class_weights="balanced"`` from the training part of the attached DataModule."""
         if self.class_weights != "balanced" or self.class_weight is not None:

@@ -33,6 +33,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from medmnist_lit.checkpoints import secure_trainer
 from medmnist_lit.files import atomic_path, write_json
 from medmnist_lit.heads import MLP, LogisticRegression
 from medmnist_lit.loaders import Block, gather
@@ -402,13 +403,15 @@ def train_parallel(
     progress = recipe.kwargs.get("enable_progress_bar") is not False
 
     def make_trainer() -> L.Trainer:
-        return L.Trainer(
-            **kwargs,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=progress,
-            callbacks=[*([ProgressBar()] if progress else []), *copy.deepcopy(recipe.callbacks)],
-            num_sanity_val_steps=0,
+        return secure_trainer(
+            L.Trainer(
+                **kwargs,
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=progress,
+                callbacks=[*([ProgressBar()] if progress else []), *copy.deepcopy(recipe.callbacks)],
+                num_sanity_val_steps=0,
+            )
         )
 
     trainer = make_trainer()

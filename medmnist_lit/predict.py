@@ -16,6 +16,7 @@ import torch
 
 from medmnist_lit.cache import load_dataset
 from medmnist_lit.callbacks.run_artifacts import run_dir
+from medmnist_lit.checkpoints import secure_trainer
 from medmnist_lit.files import atomic_path
 from medmnist_lit.layout import DataError, is_image_name
 from medmnist_lit.loaders import BatchLoader, EpochSampler
@@ -97,7 +98,7 @@ def predict_to_csv(
     placeholder = torch.zeros(len(loader_images), dtype=torch.int64)
     sampler = EpochSampler(loader_index, sampling="sequential")
     loader = BatchLoader(loader_images, placeholder, sampler, datamodule.eval_batch_size, datamodule.transform)
-    batches = trainer.predict(model, dataloaders=loader, ckpt_path=ckpt_path)
+    batches = secure_trainer(trainer).predict(model, dataloaders=loader, ckpt_path=ckpt_path)
     probs = torch.cat([torch.as_tensor(b).float().cpu() for b in batches or []]).numpy()
     path = Path(output) if output else run_dir(trainer) / "predictions.csv"
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:

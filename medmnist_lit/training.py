@@ -18,6 +18,7 @@ from torch import Tensor
 
 from medmnist_lit.callbacks import EpochSummary, ProgressBar, RunArtifacts
 from medmnist_lit.callbacks.run_artifacts import run_dir
+from medmnist_lit.checkpoints import check_compatible, load_checkpoint, secure_trainer
 from medmnist_lit.files import write_json
 from medmnist_lit.metrics import EpochMetrics
 
@@ -95,7 +96,7 @@ def _clean(metrics: Mapping[str, Any], prefix: str) -> dict[str, float]:
 
 def _best_epoch(checkpoint: str | None, history: dict[str, list[float]]) -> int | None:
     if checkpoint:
-        return int(torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"])
+        return int(load_checkpoint(checkpoint)["epoch"])
     losses = history.get("val/loss")
     return int(min(range(len(losses)), key=losses.__getitem__)) if losses else None
 
@@ -131,13 +132,14 @@ def evaluate(
     Returns:
         The metrics, and the validation scores with their probabilities (``None`` without validation data).
     """
+    secure_trainer(trainer)
     metrics: dict[str, float] = {}
     if len(datamodule.indices("test")):
         metrics.update(
             _clean(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0], "test/")
         )
     elif ckpt_path:
-        model.load_state_dict(torch.load(ckpt_path, map_location=model.device, weights_only=True)["state_dict"])
+        model.load_state_dict(load_checkpoint(ckpt_path, map_location=model.device)["state_dict"])
     val = None
     if len(datamodule.indices("val")):
         val = score(model, datamodule.loader(datamodule.indices("val"), shard=False), "val")
@@ -209,6 +211,9 @@ def fit_and_test(
         The run's :class:`RunResult`.
     """
     start = time.perf_counter()
+    secure_trainer(trainer)
+    if ckpt_path:  # fail before the run directory exists, not halfway into it
+        check_compatible(load_checkpoint(ckpt_path), model, ckpt_path)
     directory = run_dir(trainer)  # on every process: a collective call with several
     if audit and trainer.is_global_zero:
         audit_run(datamodule, directory)

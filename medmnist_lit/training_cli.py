@@ -8,16 +8,17 @@ checkpoint's hyperparameters and shown in TensorBoard's HParams tab).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import torch
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, LRSchedulerTypeTuple, SaveConfigCallback
 from torch.optim import Optimizer
 
 from medmnist_lit.callbacks import ProgressBar
+from medmnist_lit.checkpoints import load_checkpoint, secure_trainer
 from medmnist_lit.datamodule import MedMNISTDataModule
 from medmnist_lit.module import DEFAULT_OPTIMIZER, Classifier
 from medmnist_lit.training import default_callbacks
@@ -154,32 +155,46 @@ class TrainingCLI(LightningCLI):
         """Parse ``args``; with ``--ckpt_path`` the checkpoint's model and data settings are the defaults.
 
         So ``medmnist-lit test --ckpt_path X`` rebuilds the model and the same data and split it was trained on,
-        while any ``--model.*``/``--data.*`` given on the command line still wins. The checkpoint is loaded
-        weights-only (no pickled code runs).
+        while any ``--model.*``/``--data.*`` given on the command line or in a config file still wins. The path is
+        taken from the parsed config (command line, config files, the last of repeated flags) and the checkpoint
+        is read by :func:`~medmnist_lit.checkpoints.load_checkpoint` (weights-only: no pickled code runs).
         """
         if isinstance(args, (dict, Namespace)):
             self.config = parser.parse_object(args)
             return
-        base = self._checkpoint_defaults(parser, list(args or []))
+        args = list(args or [])
+        base = self._checkpoint_defaults(parser, args)
         self.config = parser.parse_args(args, namespace=base) if base is not None else parser.parse_args(args)
 
     def _checkpoint_defaults(self, parser: LightningArgumentParser, args: list[str]) -> Namespace | None:
         if self.command == "fit" or not self.ckpt_path:
             return None
-        path = next((a.split("=", 1)[1] for a in args if a.startswith("--ckpt_path=")), None)
-        if path is None and "--ckpt_path" in args[:-1]:
-            path = args[args.index("--ckpt_path") + 1]
+        # a first parse finds the path wherever it was given; --print_config waits for the second one
+        path = parser.parse_args([a for a in args if not a.startswith("--print_config")]).get("ckpt_path")
         if not path:
             return None
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise ValueError(f"--ckpt_path {path}: no such checkpoint") from None
+        checkpoint = load_checkpoint(path)
         # linked keys come from the data and the optimizer groups; "_..." keys are LightningCLI bookkeeping
         linked = {"num_classes", "input_shape", "class_names", "optimizer", "lr_scheduler"}
         model = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if k not in linked and k[0] != "_"}
         data = {k: v for k, v in checkpoint.get("datamodule_hyper_parameters", {}).items() if k[0] != "_"}
         return parser.parse_object({"model": model, "data": data})
+
+    def before_instantiate_classes(self) -> None:
+        """Honour ``--trainer.default_root_dir``: the default TensorBoard logger writes under it, as Lightning's would.
+
+        A logger configured by the user keeps its own ``save_dir`` (Lightning's rule as well).
+        """
+        trainer = self.config.get("trainer") or Namespace()
+        root, logger = trainer.get("default_root_dir"), trainer.get("logger")
+        default = TRAINER_DEFAULTS["logger"]
+        if (
+            root
+            and isinstance(logger, Namespace)
+            and logger.get("class_path") == default["class_path"]
+            and logger.get("init_args.save_dir") == default["init_args"]["save_dir"]
+        ):
+            logger["init_args.save_dir"] = os.fspath(root)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The configured trainer plus fresh default callbacks (checkpointing, LR monitor, epoch lines)."""
@@ -189,7 +204,7 @@ class TrainingCLI(LightningCLI):
             callbacks = [*default_callbacks(progress_bar=progress), *configured]
         else:  # evaluating a checkpoint: nothing to save, nothing to schedule
             callbacks = [*([ProgressBar()] if progress else []), *configured]
-        return super().instantiate_trainer(callbacks=callbacks, **kwargs)
+        return secure_trainer(super().instantiate_trainer(callbacks=callbacks, **kwargs))
 
 
 def build_cli(command: str, args: list[str] | dict[str, Any], *, parse_only: bool = False) -> TrainingCLI:
