@@ -7,6 +7,7 @@ Pillow and scikit-learn are imported only when used.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import zipfile
@@ -31,7 +32,13 @@ def to_luma(rgb: np.ndarray) -> np.ndarray:
 
 
 def convert_array(images: np.ndarray, channels: int, image_size: int | None) -> np.ndarray:
-    """Convert uint8 ``N×H×W`` / ``N×H×W×3`` images to ``channels`` and optionally resize them (Pillow)."""
+    """Convert uint8 ``N×H×W`` / ``N×H×W×3`` images to ``channels`` and optionally resize them (Pillow).
+
+    Raises:
+        DataError: ``images`` is not uint8 (other dtypes go through :func:`to_uint8` first, never a wrapping cast).
+    """
+    if images.dtype != np.uint8:
+        raise DataError(f"convert_array needs uint8 images, got {images.dtype}; convert them with to_uint8 first")
     from PIL import Image
 
     if channels == 1 and images.ndim == 4:
@@ -48,6 +55,30 @@ def convert_array(images: np.ndarray, channels: int, image_size: int | None) -> 
     return np.ascontiguousarray(images)
 
 
+def to_uint8(images: np.ndarray, what: str) -> np.ndarray:
+    """Pixels of any integer dtype → uint8, exactly, or :class:`DataError` naming ``what`` and the dtype.
+
+    uint8 is kept; uint16 is scaled like a 16-bit PNG, ``round(v / 257)`` (65535 → 255, the same for every
+    array, never clipped); other integer dtypes are read only when every value already lies in 0..255 (an int64
+    array of 8-bit values is common); floats have no defined range and are refused.
+    """
+    if images.dtype == np.uint8:
+        return images
+    if images.dtype.kind == "u" and images.dtype.itemsize == 2:
+        return ((images.astype(np.uint32) + 128) // 257).astype(np.uint8)  # 257 is odd: no ties to round
+    if images.dtype.kind not in "iu":
+        raise DataError(
+            f"{what} is {images.dtype}; expected uint8 (or uint16) pixels: {images.dtype} pixels have no defined "
+            "0..255 range, so scale the array to 0..255 and cast it to uint8 before saving"
+        )
+    if images.size and (images.min() < 0 or images.max() > 255):
+        raise DataError(
+            f"{what} is {images.dtype} with values {images.min()}..{images.max()}, outside 0..255; expected uint8 "
+            "pixels (or uint16, scaled to 8 bits): scale the array to 0..255 and cast it to uint8 before saving"
+        )
+    return images.astype(np.uint8)
+
+
 # --------------------------------------------------------------------------------------------- npz
 def _npz_array(npz: np.lib.npyio.NpzFile, path: Path, key: str) -> np.ndarray:
     try:
@@ -62,33 +93,101 @@ def _npz_array(npz: np.lib.npyio.NpzFile, path: Path, key: str) -> np.ndarray:
 
 
 def _npz_split(npz: np.lib.npyio.NpzFile, path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """One split's images (uint8) and labels (1-D, integral and non-negative, still in the file's dtype)."""
     images, labels = _npz_array(npz, path, f"{split}_images"), _npz_array(npz, path, f"{split}_labels")
     where = f"in {str(path)!r}"
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
     if not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 3)):
         raise DataError(f"key '{split}_images' {where} has shape {images.shape}; expected N×H×W or N×H×W×3")
-    if images.dtype != np.uint8:
-        if images.dtype.kind not in "iu" or (images.size and (images.min() < 0 or images.max() > 255)):
-            raise DataError(
-                f"key '{split}_images' {where} is {images.dtype}; expected uint8 pixels in 0..255 "
-                "(scale and cast the array before saving)"
-            )
-        images = images.astype(np.uint8)
+    images = to_uint8(images, f"key '{split}_images' {where}")
     if labels.ndim == 2 and labels.shape[1] != 1:
         raise DataError(
             f"key '{split}_labels' {where} has shape {labels.shape}: a multi-label task (one column per label), "
             "which this single-label classifier does not support; use a single-label MedMNIST set"
         )
     labels = labels[:, 0] if labels.ndim == 2 else labels
-    if labels.ndim != 1 or labels.dtype.kind not in "iu" or (labels.size and labels.min() < 0):
+    if labels.ndim != 1 or labels.dtype.kind not in "biuf":
         raise DataError(
-            f"key '{split}_labels' {where} is {labels.dtype} {labels.shape}; expected non-negative integer class "
-            "indices shaped N or N×1"
+            f"key '{split}_labels' {where} is {labels.dtype} {labels.shape}; expected integer class indices "
+            "0..K-1 shaped N or N×1"
         )
     if len(labels) != len(images):
         raise DataError(f"'{split}_labels' has {len(labels)} entries but '{split}_images' has {len(images)} {where}")
-    return images, labels.astype(np.int64)
+    if labels.dtype.kind == "f":
+        wrong = ~np.isfinite(labels)
+        wrong[~wrong] = labels[~wrong] != np.floor(labels[~wrong])
+        if wrong.any():
+            count = _images(int(np.count_nonzero(wrong)))
+            raise DataError(
+                f"key '{split}_labels' {where} holds non-integer label {labels[wrong][0].item()!r} ({count} with "
+                "non-integer labels); class labels must be whole numbers 0..K-1: fix the labels"
+            )
+    if labels.size and labels.min() < 0:
+        negative = labels < 0
+        raise DataError(
+            f"key '{split}_labels' {where} holds negative label {_values(np.unique(labels[negative]).tolist())} "
+            f"({_images(int(np.count_nonzero(negative)))}); class labels must be non-negative integers 0..K-1: "
+            "fix the labels"
+        )
+    return images, labels
+
+
+def _images(count: int) -> str:
+    return f"{count:,} image" + ("" if count == 1 else "s")
+
+
+def _values(values: list[float] | list[int], shown: int = 5) -> str:
+    """``"-1"``, ``"-3, -1"``, ``"7, 8, 9, 10, 11 and 4 more"``: label values for a message."""
+    text = ", ".join(str(int(v)) for v in values[:shown])
+    return text + (f" and {len(values) - shown:,} more" if len(values) > shown else "")
+
+
+def _span(lo: int, hi: int) -> str:
+    return f"{lo}" if lo == hi else f"{lo}–{hi}"
+
+
+def check_label_values(path: Path, labels: dict[str, np.ndarray]) -> int:
+    """The number of classes of integral, non-negative labels by key, which must be exactly 0..K-1.
+
+    Only the distinct values are gathered (``np.unique``), so nothing is sized by a label's value: a stray label
+    of 10**9 costs what a label of 2 does.
+
+    Raises:
+        DataError: Some class between 0 and the largest label has no image; the message names the keys and the
+            values that leave classes empty, their image counts, and the empty classes.
+    """
+    counts: dict[int, int] = {}
+    present: dict[str, set[int]] = {}
+    for key, values in labels.items():
+        distinct, number = np.unique(values, return_counts=True)
+        ints = [int(v) for v in distinct.tolist()]  # Python ints: exact for uint64 and integral floats
+        present[key] = set(ints)
+        for value, count in zip(ints, number.tolist(), strict=True):
+            counts[value] = counts.get(value, 0) + count
+    ordered = sorted(counts)
+    k = len(ordered)
+    if not k or ordered[-1] == k - 1:
+        return k
+    empty = [(a + 1, b - 1) for a, b in itertools.pairwise([-1, *ordered]) if b > a + 1]
+    gaps = ", ".join(_span(lo, hi) for lo, hi in empty[:3]) + (", ..." if len(empty) > 3 else "")
+    n_empty = ordered[-1] + 1 - k
+    would_be = f"class {gaps} would be empty" if n_empty == 1 else f"{n_empty:,} classes would be empty ({gaps})"
+    run = next(i for i, value in enumerate(ordered) if value != i)  # labels 0..run-1 are consecutive
+    if run == 0:
+        shift = f" (subtract {ordered[0]} from every label)" if ordered[-1] - ordered[0] == k - 1 else ""
+        raise DataError(
+            f"{str(path)!r}: the labels are {_values(ordered)} with no label 0: {would_be}; "
+            f"fix the labels so they run 0..{k - 1}{shift}"
+        )
+    stray = ordered[run:]
+    keys = [repr(key) for key, values in present.items() if not values.isdisjoint(stray)]
+    held = ", ".join(f"{value} ({_images(counts[value])})" for value in stray[:5])
+    held += f" and {len(stray) - 5:,} more values" if len(stray) > 5 else ""
+    raise DataError(
+        f"{str(path)!r}: {' and '.join(keys)} hold{'s' if len(keys) == 1 else ''} {held} but the other labels are "
+        f"{_span(0, run - 1)}: {would_be}; fix the labels (classes must be numbered 0..K-1 with none empty)"
+    )
 
 
 def read_npz(path: str | os.PathLike[str], *, channels: int = 1, image_size: int | None = None) -> ImageSet:
@@ -117,11 +216,14 @@ def read_npz(path: str | os.PathLike[str], *, channels: int = 1, image_size: int
     shapes = {split: images.shape[1:] for split, (images, _) in zip(NPZ_SPLITS, splits, strict=True)}
     if len(set(shapes.values())) > 1:
         raise DataError(f"the splits of {str(path)!r} have different image shapes {shapes}")
-    images = np.concatenate([images for images, _ in splits])
-    labels = np.concatenate([labels for _, labels in splits])
-    if not len(images):
+    if not sum(len(labels) for _, labels in splits):
         raise DataError(f"{str(path)!r} holds no images: the dataset is empty")
-    num_classes = int(labels.max()) + 1
+    # Before anything is sized by the labels: class names, counts.
+    num_classes = check_label_values(
+        path, {f"{s}_labels": labels for s, (_, labels) in zip(NPZ_SPLITS, splits, strict=True)}
+    )
+    images = np.concatenate([images for images, _ in splits])
+    labels = np.concatenate([labels.astype(np.int64) for _, labels in splits])  # all < num_classes: exact
     if num_classes < 2:
         raise DataError(f"{str(path)!r} has only one class (label 0); a classifier needs at least two")
     ids = [

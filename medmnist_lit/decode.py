@@ -8,7 +8,9 @@ one thread, torch not imported: start-up takes milliseconds) and spawned otherwi
 
 Conversion is explicit and follows Pillow: ``channels`` 1 is ``Image.convert("L")`` (ITU-R 601-2 luma), 3 is
 ``Image.convert("RGB")``; ``image_size`` resizes to a square with ``Image.Resampling.BILINEAR`` (Pillow's
-default ``reducing_gap=None``) after the conversion.
+default ``reducing_gap=None``) after the conversion. Modes Pillow would convert lossily or not at all (16-bit,
+alpha, float, multi-frame files, EXIF-rotated photos) go through :func:`to_mode`: exact, or a bad image with
+its reason.
 
 Keep this module light to import: numpy and the standard library (Pillow is imported when decoding).
 """
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medmnist_lit.layout import DataError
+from medmnist_lit.layout import LINK_REMEDY, DataError, link_problem
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -94,6 +96,10 @@ def decode_range(
 ) -> _Report:
     """Decode entries ``start:stop`` into ``out`` (the hot loop: keep per-image Python work minimal).
 
+    Plain JPEGs already in ``mode`` take the fast path (three attribute checks); every other image goes through
+    :func:`to_mode`, which converts it exactly or refuses it with a reason. Pillow's decompression-bomb
+    warnings are raised as errors, so an oversized image is one bad file, not a warning per worker.
+
     Args:
         reader: Source of encoded bytes.
         out: Destination, indexed like the listing.
@@ -114,27 +120,130 @@ def decode_range(
     # Rows are copied as bytes into a flat view of ``out``: ``Image.tobytes()`` straight into the row is about
     # 10% cheaper per image than ``out[i] = np.asarray(img)`` (which calls tobytes() and then copies again).
     flat, row = out.data.cast("B"), out[0].nbytes if len(out) else 0
-    for i in range(start, stop):
-        try:
-            img: Any = open_image(bytes_io(read(i)))  # ImageFile, then possibly a converted Image
-            if img.size != size and not resize:
-                mismatched.append((i, img.size))
-                continue
-            if img.mode != mode:
-                img = img.convert(mode)
-            if img.size != size:
-                img = img.resize(size, bilinear)
-            flat[i * row : (i + 1) * row] = img.tobytes()
-        except Exception as exc:  # Pillow raises many types for corrupt data: all mean a bad file
-            bad.append((i, _describe(exc)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        for i in range(start, stop):
+            try:
+                img: Any = open_image(bytes_io(read(i)))  # ImageFile, then possibly a converted Image
+                if img.mode != mode or img.format != "JPEG" or "exif" in img.info:
+                    img = to_mode(img, mode)
+                if img.size != size:
+                    if not resize:
+                        mismatched.append((i, img.size))
+                        continue
+                    img = img.resize(size, bilinear)
+                flat[i * row : (i + 1) * row] = img.tobytes()
+            except Exception as exc:  # Pillow raises many types for corrupt data: all mean a bad file
+                bad.append((i, _describe(exc)))
     return bad, mismatched
+
+
+class UnsupportedImage(ValueError):
+    """An image that decodes but has no defined conversion to 8-bit ``L``/``RGB``; the message says why."""
+
+
+#: Modes holding 16-bit samples (``I`` is how some Pillow versions open 16-bit PNGs; it is checked for range).
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+#: Modes with straight (unassociated) alpha, and with premultiplied alpha.
+ALPHA_MODES = frozenset({"LA", "PA", "RGBA"})
+PREMULTIPLIED_MODES = frozenset({"La", "RGBa"})
+#: EXIF Orientation (tag 274) values and the transpose that undoes them (as ``ImageOps.exif_transpose``).
+_ORIENTATION = {
+    2: "FLIP_LEFT_RIGHT",
+    3: "ROTATE_180",
+    4: "FLIP_TOP_BOTTOM",
+    5: "TRANSPOSE",
+    6: "ROTATE_270",
+    7: "TRANSVERSE",
+    8: "ROTATE_90",
+}
+
+
+def to_mode(img: Any, mode: str) -> Any:
+    """Convert a decoded image to ``mode`` (``"L"``/``"RGB"``) exactly, or raise :class:`UnsupportedImage`.
+
+    - multi-frame files (TIFF stacks, animated GIF/PNG/WebP) are refused: Pillow would silently read frame 0
+      (MPO, the format of phone photos with a preview, is kept: its first frame is the picture);
+    - EXIF orientation is applied (as ``ImageOps.exif_transpose``), so a phone photo of a film stands upright;
+    - 16-bit samples (``I;16*``, and ``I`` within 0..65535) become ``round(v / 257)``: exact, the same for every
+      image (65535 → 255), never clipped; ``I`` outside 0..65535 and float ``F`` (no defined range) are refused;
+    - alpha (``LA``, ``PA``, ``RGBA``, a ``transparency`` entry; premultiplied ``La``/``RGBa``) is composited
+      over black, ``round(c * a / 255)``: transparent pixels are background;
+    - every other mode (``1``, ``P``, ``CMYK``, ``YCbCr``, ``RGBX``, ``HSV``, ``LAB`` ...) uses Pillow's own
+      conversion, through RGB where Pillow defines no direct one (``LAB``, via ImageCms).
+
+    16-bit RGB(A) PNGs arrive from Pillow as 8-bit ``RGB``/``RGBA`` already (its decoder keeps the high byte).
+    """
+    from PIL import Image
+
+    if img.format == "JPEG" and "exif" not in img.info:  # L/RGB/CMYK: single frame, Pillow's conversion is exact
+        return img.convert(mode)
+    if getattr(img, "is_animated", False) and img.format != "MPO":
+        raise UnsupportedImage(
+            f"{img.n_frames} frames ({img.format} stack or animation); only single-frame images are read, "
+            "save each frame as its own file"
+        )
+    orientation = _orientation(img)
+    src = img.mode
+    if src in SIXTEEN_BIT_MODES:
+        img = Image.fromarray(_sixteen_to_eight(np.asarray(img), src))
+    elif src == "F":
+        raise UnsupportedImage(
+            "mode F (32-bit float pixels) has no defined 0..255 range; save it as 8- or 16-bit integers"
+        )
+    elif src in PREMULTIPLIED_MODES:  # colour already multiplied by alpha: that *is* the image over black
+        pixels = np.asarray(img)[..., :-1]
+        img = Image.fromarray(np.ascontiguousarray(pixels[..., 0] if src == "La" else pixels))
+    elif src in ALPHA_MODES or "transparency" in img.info:
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.uint16)
+        img = Image.fromarray(((rgba[..., :3] * rgba[..., 3:] + 127) // 255).astype(np.uint8))
+    if img.mode != mode:
+        try:
+            img = img.convert(mode)
+        except ValueError:  # e.g. LAB: Pillow converts it to RGB only
+            try:
+                img = img.convert("RGB").convert(mode)
+            except (ValueError, ImportError) as exc:
+                raise UnsupportedImage(f"mode {src}: Pillow defines no conversion to {mode} ({exc})") from exc
+    if orientation:
+        img = img.transpose(Image.Transpose[_ORIENTATION[orientation]])
+    return img
+
+
+def _sixteen_to_eight(pixels: np.ndarray, src: str) -> np.ndarray:
+    """16-bit samples → uint8 ``round(v / 257)`` (257 is odd: no ties, so ``(v + 128) // 257`` is exact)."""
+    if pixels.dtype.kind == "i" and pixels.size:
+        low, high = int(pixels.min()), int(pixels.max())
+        if low < 0 or high > 65535:
+            raise UnsupportedImage(
+                f"mode {src} pixels span {low}..{high}, outside the 16-bit range 0..65535 (no defined scaling "
+                "to 8 bits); save it as 8- or 16-bit"
+            )
+    return ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
+def _orientation(img: Any) -> int:
+    """The EXIF orientation that needs undoing (2..8), else 0; a corrupt EXIF block counts as no orientation."""
+    if "exif" not in img.info and img.format != "TIFF":
+        return 0
+    try:
+        value = img.getexif().get(274, 1)
+    except Exception:  # malformed EXIF must not make a decodable image "bad"
+        return 0
+    return value if value in _ORIENTATION else 0
 
 
 def _describe(exc: Exception) -> str:
     """Short error text; Pillow's "cannot identify image file <_io.BytesIO object at 0x...>" loses the repr."""
     text = str(exc)
+    if isinstance(exc, UnsupportedImage):
+        return text
+    if isinstance(exc, OSError) and isinstance(exc.filename, str) and (problem := link_problem(exc.filename)):
+        return f"{problem}; {LINK_REMEDY}"  # the link broke after the listing
     if type(exc).__name__ == "UnidentifiedImageError":
         text = "not a recognised image format"
+    elif type(exc).__name__.startswith("DecompressionBomb"):
+        text = f"{text.rstrip('.')} (Pillow's guard against decompression bombs, PIL.Image.MAX_IMAGE_PIXELS)"
     return f"{type(exc).__name__}: {text}"
 
 
@@ -199,15 +308,18 @@ def _decode_parallel(
 
 
 def _probe_size(reader: EntryReader) -> tuple[int, tuple[int, int]]:
-    """Index and ``(width, height)`` of the first readable image (header only); ``(-1, (1, 1))`` if none."""
+    """Index and ``(width, height)`` (after EXIF rotation) of the first readable image; ``(-1, (1, 1))`` if none."""
     from PIL import Image
 
-    for i in range(len(reader)):
-        try:
-            with Image.open(io.BytesIO(reader.read(i))) as img:
-                return i, img.size
-        except Exception:  # a bad image is reported by the decode pass
-            continue
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # reported by the decode pass
+        for i in range(len(reader)):
+            try:
+                with Image.open(io.BytesIO(reader.read(i))) as img:
+                    w, h = img.size
+                    return i, ((h, w) if _orientation(img) in (5, 6, 7, 8) else (w, h))
+            except Exception:  # a bad image is reported by the decode pass
+                continue
     return -1, (1, 1)
 
 

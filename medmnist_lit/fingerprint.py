@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from medmnist_lit.layout import DataError, DirNode, find_class_root
+from medmnist_lit.layout import DataError, DirNode, find_class_root, unreadable
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +37,18 @@ def class_dir_digest(path: str, names: list[str], subdirs: Sequence[str] = ()) -
     ``stat`` is the cost of a folder fingerprint (~1.6 µs per file even from C on a small VM, so ~0.1 s for
     Medical MNIST); a relative ``stat`` against a directory fd at least skips re-resolving the folder path.
     """
-    if os.stat in os.supports_dir_fd:
-        dir_fd = os.open(path, os.O_RDONLY)
-        try:
-            stats = [os.stat(name, dir_fd=dir_fd) for name in names]
-        finally:
-            os.close(dir_fd)
-    else:  # pragma: no cover - Windows
-        stats = [os.stat(os.path.join(path, name)) for name in names]
+    try:
+        if os.stat in os.supports_dir_fd:
+            dir_fd = os.open(path, os.O_RDONLY)
+            try:
+                stats = [os.stat(name, dir_fd=dir_fd) for name in names]
+            finally:
+                os.close(dir_fd)
+        else:  # pragma: no cover - Windows
+            stats = [os.stat(os.path.join(path, name)) for name in names]
+    except OSError as exc:  # a dangling or looping symlink, a file removed meanwhile: name the file
+        culprit = os.path.join(path, exc.filename) if isinstance(exc.filename, str) else path
+        raise DataError(unreadable(culprit, exc)) from exc
     h = hashlib.blake2b("\0".join(names).encode(), digest_size=16)
     h.update(array("q", [st.st_size for st in stats]).tobytes())
     h.update(array("q", [st.st_mtime_ns for st in stats]).tobytes())

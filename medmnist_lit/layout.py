@@ -10,6 +10,7 @@ Standard library only: everything else in the data layer imports this module.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Protocol
@@ -19,6 +20,8 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", "
 _EXTENSIONS_TEXT = sorted(IMAGE_EXTENSIONS)
 _JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})
 _HINT_SOURCE = "--data.source PATH (a class-folder tree, a .zip of one, or a MedMNIST .npz)"
+#: Remedy for a symlink that cannot be followed.
+LINK_REMEDY = "remove or fix the link, or point --data.source elsewhere"
 
 
 class DataError(ValueError):
@@ -37,6 +40,31 @@ def is_image_name(name: str) -> bool:
     return name[:1] != "." and name[name.rfind(".") :].lower() in IMAGE_EXTENSIONS
 
 
+def link_problem(path: str) -> str | None:
+    """Why the symlink ``path`` cannot be followed (dangling, a loop), or ``None`` if it is no broken link."""
+    try:
+        target = os.readlink(path)
+    except OSError:  # not a link, or gone
+        return None
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"a symlink loop (it points to {target!r}, which leads back to itself)"
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return f"a dangling symlink (its target {target!r} does not exist)"
+        return f"a symlink whose target {target!r} cannot be reached ({exc.strerror})"
+    return None
+
+
+def unreadable(path: str, exc: OSError) -> str:
+    """One line on why ``path`` cannot be opened: a broken symlink named as such, else the OS's reason."""
+    problem = link_problem(path)
+    if problem:
+        return f"{path!r} is {problem}; {LINK_REMEDY}"
+    return f"cannot read {path!r}: {exc.strerror or exc}"
+
+
 def check_options(channels: int, image_size: int | None) -> None:
     """Validate the conversion options shared by every reader."""
     if channels not in (1, 3):
@@ -48,6 +76,9 @@ def check_options(channels: int, image_size: int | None) -> None:
 def source_kind(path: Path) -> str:
     """Classify an existing source path as ``"folder"``, ``"zip"`` or ``"npz"``."""
     if not path.exists():
+        problem = link_problem(str(path))
+        if problem:
+            raise DataError(f"data source {str(path)!r} is {problem}; {LINK_REMEDY}")
         raise DataError(
             f"data source {str(path)!r} does not exist; pass {_HINT_SOURCE}, "
             "or run `medmnist-lit download` to fetch Medical MNIST"
@@ -87,16 +118,21 @@ class DirNode:
         if self._scan is None:
             # Hot for 10k-file class folders: plain listdir (no DirEntry objects); only the few non-image
             # names are stat-ed to find sub-folders. A folder named like an image ("x.jpeg/") is listed as an
-            # image and reported as unreadable when decoded.
+            # image and reported as unreadable when decoded. A broken symlink among the other names could be a
+            # class folder, so it is an error rather than silently dropped (an image-named one fails its stat).
             images: list[str] = []
             others: list[str] = []
             for name in os.listdir(self.path):
                 (images if is_image_name(name) else others).append(name)
-            dirs: dict[str, Node] = {
-                name: DirNode(os.path.join(self.path, name), f"{self.label}{name}/")
-                for name in sorted(others)
-                if not is_junk(name) and os.path.isdir(os.path.join(self.path, name))
-            }
+            dirs: dict[str, Node] = {}
+            for name in sorted(others):
+                path = os.path.join(self.path, name)
+                if is_junk(name):
+                    continue
+                if os.path.isdir(path):
+                    dirs[name] = DirNode(path, f"{self.label}{name}/")
+                elif problem := link_problem(path):
+                    raise DataError(f"{path!r} is {problem}; {LINK_REMEDY}")
             images.sort()
             self._scan = (dirs, images)
         return self._scan
