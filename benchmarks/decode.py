@@ -5,6 +5,12 @@ Usage::
     python benchmarks/decode.py                      # synthetic 58,954 images (built once under /tmp)
     python benchmarks/decode.py --source PATH        # a real folder / zip / npz instead
     python benchmarks/decode.py --repeats 5 --workers 2
+    python benchmarks/decode.py --source PATH --baseline ../old-checkout --rounds 5 --workers 2
+
+``--baseline`` compares first decodes only: this checkout against another one (e.g. a ``git worktree`` of an
+older commit), interleaved round by round, each in a fresh process and a fresh cache directory (the time is
+taken around ``load_dataset`` inside the process, so imports are not counted), and checks that both decode
+the same pixels.
 
 The synthetic set mimics Medical MNIST: 6 class folders (58,954 files) of 64×64 grayscale JPEGs made of smooth
 random blobs plus noise. Files average ~1.4 KB like the real ones (1.35 KB), and Pillow decodes them at about
@@ -94,6 +100,42 @@ def _prepare_process(source: Path, cache_dir: Path, repeats: int) -> tuple[float
     return _median_time(run, repeats)
 
 
+_TIMED_DECODE = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from medmnist_lit.cache import load_dataset
+t0 = time.perf_counter()
+data = load_dataset(sys.argv[2], cache_dir=sys.argv[3], workers=None if sys.argv[4] == "None" else int(sys.argv[4]))
+print(time.perf_counter() - t0, data.meta["cache_path"])
+"""
+
+
+def compare_first_decode(source: Path, baseline: Path, rounds: int, workers: int | None) -> None:
+    """Time first decodes of ``source`` by ``baseline`` and by this checkout, interleaved; print the medians."""
+    codes = {"baseline": baseline.resolve(), "this": REPO}
+    times: dict[str, list[float]] = {name: [] for name in codes}
+    entries: dict[str, str] = {}
+    work = Path(tempfile.mkdtemp(prefix="medmnist_lit_bench_compare-"))
+    try:
+        for r in range(rounds):
+            for name, code in codes.items() if r % 2 == 0 else reversed(codes.items()):
+                cache = work / f"{name}-{r}"
+                argv = [sys.executable, "-c", _TIMED_DECODE, str(code), str(source), str(cache), str(workers)]
+                seconds, entry = subprocess.run(argv, check=True, capture_output=True, text=True).stdout.split()
+                times[name].append(float(seconds))
+                entries.setdefault(name, entry)
+        for name, code in codes.items():
+            print(f"{name:<8} {code}: first decode median {statistics.median(times[name]):.3f} s  {_fmt(times[name])}")
+        ratio = statistics.median(times["this"]) / statistics.median(times["baseline"])
+        same = np.array_equal(
+            np.load(Path(entries["baseline"]) / "images.npy", mmap_mode="r"),
+            np.load(Path(entries["this"]) / "images.npy", mmap_mode="r"),
+        )
+        print(f"this / baseline = {ratio:.3f}; identical pixels: {same}; loadavg={os.getloadavg()[0]:.2f}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", type=Path, help="a real folder/zip/npz instead of the synthetic set")
@@ -103,6 +145,8 @@ def main() -> None:
     parser.add_argument("--process-repeats", type=int, default=5)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--zip", action="store_true", help="also time a zip made from the source and compare")
+    parser.add_argument("--baseline", type=Path, help="another checkout: compare first decodes with it only")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the --baseline comparison")
     args = parser.parse_args()
 
     from PIL import __version__ as pillow_version
@@ -115,6 +159,9 @@ def main() -> None:
         f"cpus={available_cpus()} python={sys.version.split()[0]} numpy={np.__version__} pillow={pillow_version} "
         f"loadavg={os.getloadavg()[0]:.2f}"
     )
+    if args.baseline is not None:
+        compare_first_decode(source, args.baseline, args.rounds, args.workers)
+        return
     sources = [source]
     work = Path(tempfile.mkdtemp(prefix="medmnist_lit_bench_cache-"))
     try:
