@@ -38,6 +38,8 @@ from typing import Any
 
 import yaml
 
+from medmnist_lit.config_files import load_mapping, load_yaml
+
 log = logging.getLogger("medmnist_lit")
 
 SPEC_KEYS = ("name", "description", "command", "base", "grid", "runs", "seeds", "baseline", "metric")
@@ -47,6 +49,7 @@ SEED_KEYS = ("seed_everything", "data.seed")
 LOGGER_KEY = "trainer.logger"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
 _MAX_NAME = 100
+_SPEC_EXAMPLE = "a mapping such as `{name: x, base: config.yaml, runs: [{name: a}], seeds: [0]}`"
 
 
 @dataclass(frozen=True)
@@ -222,15 +225,6 @@ def _fail(path: Path, message: str) -> ValueError:
     return ValueError(f"{path}: {message}")
 
 
-def _load_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path} is not valid YAML: {err}") from None
-
-
 def _load_base(value: Any, path: Path) -> dict[str, Any]:
     if value is None:
         return {}
@@ -239,10 +233,7 @@ def _load_base(value: Any, path: Path) -> dict[str, Any]:
     if isinstance(value, str):
         for candidate in (path.parent / value, Path(value)):
             if candidate.is_file():
-                base = _load_yaml(candidate)
-                if not isinstance(base, Mapping):
-                    raise _fail(path, f"base config {candidate} is not a mapping")
-                return dict(base)
+                return load_mapping(candidate, what=f"{path}: base config")
         raise _fail(path, f"base config {value!r} not found (relative to {path.parent} or the current directory)")
     raise _fail(path, f"base must be a mapping or a config file path, got {value!r}")
 
@@ -312,7 +303,7 @@ def load_spec(
         ValueError: Naming the spec file and the offending key, run or value.
     """
     path = Path(path)
-    spec = _load_yaml(path)
+    spec = load_yaml(path, what="batch spec", example=_SPEC_EXAMPLE)
     if not isinstance(spec, Mapping):
         raise _fail(path, "a spec is a mapping with name, base, runs and/or grid, seeds, ...")
     unknown = [k for k in spec if k not in SPEC_KEYS]

@@ -148,14 +148,18 @@ def audit_command(args: Sequence[str]) -> int:
     """``medmnist-lit audit``: exact and near duplicates within a source and across its split."""
     from medmnist_lit.audit import audit, format_audit
     from medmnist_lit.datamodule import MedMNISTDataModule
-    from medmnist_lit.files import write_json
+    from medmnist_lit.files import check_writable, write_json
 
     parser = _data_parser("audit", "Leakage audit: duplicates within the data and across train/val/test.")
     parser.add_class_arguments(MedMNISTDataModule, "data")
     parser.add_argument("--output", type=str | None, default=None, help="Also write the report as JSON here.")
     config = parser.parse_args(list(args))
+    if config.output:
+        check_writable(config.output, "--output")  # before the audit, not after it
     _setup_plain_logging()
-    datamodule = MedMNISTDataModule(**config.data.as_dict())
+    options = config.data.as_dict()
+    options.pop("__path__", None)  # where `--data FILE.yaml` came from: not an option
+    datamodule = MedMNISTDataModule(**options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the formatted report carries the warning
         report = audit(datamodule.dataset, datamodule.split)
@@ -232,6 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"medmnist-lit: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
     try:
+        from medmnist_lit.config_files import check_config_args
+
+        check_config_args(rest)  # before the parsers, whose messages name neither the file nor the line
         return run(rest)
     except KeyboardInterrupt:
         if os.environ.get("MEDMNIST_LIT_DEBUG"):
