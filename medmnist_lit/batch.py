@@ -22,7 +22,7 @@ from typing import Any
 
 from medmnist_lit.batch_spec import BatchSpec, Run, display, get_dotted, load_spec, parse_overrides, validate
 from medmnist_lit.batch_worker import INTERRUPTED, RECORD, Task, execute, run_pool
-from medmnist_lit.files import read_json, write_json
+from medmnist_lit.files import make_dirs, read_json, write_json
 
 log = logging.getLogger("medmnist_lit")
 
@@ -42,6 +42,7 @@ options:
 """
 _FLAGS = {"--dry-run": "dry_run", "--retry-failed": "retry_failed", "--rerun-changed": "rerun_changed"}
 _VALUED = {"--workers": "workers", "--root": "root", "--name": "name", "--seeds": "seeds"}
+_ERROR_CHARS = 400  # of a failed run's error on the console; its record holds all of it
 
 
 @dataclass
@@ -187,14 +188,16 @@ class Progress:
         failed = f", {self.failed} failed" if self.failed else ""
         return f"[{self.name}] {self.done}/{self.total} runs done{failed} · {_clock(elapsed)} elapsed · ETA {eta}"
 
-    def finish(self, record: dict[str, Any], metric: str) -> str:
-        """Count a finished run; the overall line with the run's outcome."""
+    def finish(self, record: dict[str, Any], metric: str, where: Path | None = None) -> str:
+        """Count a finished run; the overall line with the run's outcome (a failure's error on one line)."""
         self.finished += 1
         self.done += 1
         if record["status"] != "ok":
             self.failed += 1
-            error = (record.get("error") or "").splitlines()
-            return f"{self.line()} · FAILED {record['name']}: {error[0][:200] if error else ''}"
+            error = " ".join(str(record.get("error") or "unknown error").split())
+            error = error if len(error) <= _ERROR_CHARS else error[: _ERROR_CHARS - 1] + "…"
+            details = "" if where is None else f" ({'traceback' if record.get('traceback') else 'record'} in {where})"
+            return f"{self.line()} · FAILED {record['name']}: {error}{details}"
         value = record.get("metrics", {}).get(metric)
         score = f"{metric} {value:.4f}" if isinstance(value, float) else f"no {metric}"
         return f"{self.line()} · ok {record['name']}: {score} ({record.get('seconds', 0):.1f} s)"
@@ -204,7 +207,7 @@ class Progress:
 @contextlib.contextmanager
 def _batch_lock(directory: Path) -> Iterator[None]:
     """One batch process per directory (released by the OS even after SIGKILL)."""
-    directory.mkdir(parents=True, exist_ok=True)
+    make_dirs(directory, "--root (or --name)")
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock
@@ -255,7 +258,7 @@ def run_batch(spec: BatchSpec, plan: Plan, workers: int = 1) -> int:
     bar = None
 
     def done(record: dict[str, Any]) -> None:
-        line = progress.finish(record, spec.metric)
+        line = progress.finish(record, spec.metric, directory / record["name"] / RECORD)
         (log.warning if record["status"] != "ok" else log.info)(line)
         if bar is not None:
             bar.update(1)

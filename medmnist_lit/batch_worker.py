@@ -73,11 +73,11 @@ def base_record(task: Task) -> dict[str, Any]:
     }
 
 
-def failure(err: BaseException, lines: int = 25) -> dict[str, Any]:
-    """Status, one-line error and the traceback's tail of a failed run."""
+def failure(err: BaseException) -> dict[str, Any]:
+    """Status, error (type and message) and full traceback of a failed run."""
     message = f"{type(err).__name__}: {err}".strip()
-    tail = "".join(traceback.format_exception(type(err), err, err.__traceback__)).splitlines()[-lines:]
-    return {"status": "failed", "error": message, "traceback": "\n".join(tail)}
+    text = "".join(traceback.format_exception(type(err), err, err.__traceback__)).rstrip("\n")
+    return {"status": "failed", "error": message, "traceback": text}
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -186,7 +186,7 @@ def execute(task: Task) -> dict[str, Any]:
             record.update(failure(err))
         except Exception as err:
             record.update(failure(err))
-        if record["status"] == "failed":
+        if record["status"] == "failed" and task.quiet:  # into the run's console.log; the batch prints one line
             log.error("run %s failed:\n%s", task.run.name, record["traceback"])
     record.update(seconds=time.perf_counter() - started, finished=_now())
     write_json(run_dir / RECORD, record)
