@@ -56,11 +56,24 @@ def read_group_csv(path: str | os.PathLike[str], ids: np.ndarray) -> np.ndarray:
         ``int64`` group code per entry of ``ids``.
 
     Raises:
-        GroupFileError: Missing columns, dataset ids missing from the CSV, or an id with conflicting groups.
+        GroupFileError: A missing or unreadable file, missing columns, dataset ids missing from the CSV, or an id
+            with conflicting groups.
     """
     path = Path(path)
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        text = fh.read()
+    given = "check the path given to --data.groups (a CSV with columns id,group)"
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise GroupFileError(f"group file {path} does not exist; {given}") from None
+    except IsADirectoryError:
+        raise GroupFileError(f"group file {path} is a folder, not a file; {given}") from None
+    except PermissionError:
+        raise GroupFileError(f"group file {path} is not readable (permission denied); make it readable") from None
+    except UnicodeDecodeError as err:
+        raise GroupFileError(
+            f"group file {path} is not UTF-8 text (offset {err.start}); save it as UTF-8 CSV"
+        ) from None
     try:
         dialect: Any = csv.Sniffer().sniff(text.split("\n", 1)[0], delimiters=",;\t")
     except csv.Error:  # a single-column or empty header: let the column check report it

@@ -13,11 +13,13 @@ one side, which is how duplicate- and subject-aware splits prevent leakage. Spli
   ``group_kfold``: ``StratifiedGroupKFold`` / ``GroupKFold(shuffle=True)`` (scikit-learn >= 1.6).
 * ``loo`` / ``logo``: the folds of ``LeaveOneOut`` / ``LeaveOneGroupOut``, built directly because those
   splitters also materialise one train array per fold (quadratic for thousands of folds).
+
+Errors name classes by name (``class_names``), and :func:`make_split` suggests only remedies it has tried on the
+same data and seen work.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import json
@@ -25,14 +27,16 @@ import logging
 import math
 import operator
 import os
-import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn import model_selection as ms
+
+from medmnist_lit.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +49,29 @@ _EMPTY = np.zeros(0, dtype=np.int64)
 _EMPTY.flags.writeable = False
 
 
+#: A remedy: its text (``use --data.folds 3``) and the :func:`make_split` arguments it changes, which
+#: :func:`make_split` tries before suggesting it (``_drop_class`` removes that class's samples; None: not checkable).
+Fix = tuple[str, dict[str, Any] | None]
+
+
 class SplitError(ValueError):
-    """An invalid split request or split file; the message says what to do instead."""
+    """An invalid split request or split file; the message says what to do instead.
+
+    Attributes:
+        problem: What is wrong, without the remedies.
+        fixes: Remedies that :func:`make_split` checks by trying them, so only those that work are suggested
+            (None: the message states its own remedy).
+    """
+
+    def __init__(self, problem: str, fixes: Sequence[Fix] | None = None) -> None:
+        self.problem, self.fixes = problem, None if fixes is None else tuple(fixes)
+        super().__init__(problem if self.fixes is None else _with_fixes(problem, [text for text, _ in self.fixes]))
+
+
+def _with_fixes(problem: str, texts: Sequence[str]) -> str:
+    if not texts:
+        return f"{problem}; no change of the split options fixes it for this data: use more data"
+    return f"{problem}; {' or '.join(texts) if len(texts) < 3 else ', '.join(texts[:-1]) + ', or ' + texts[-1]}"
 
 
 def _idx(values: Any) -> np.ndarray:
@@ -132,17 +157,9 @@ class Split:
         arrays = {"test": self.test, "dev": self.dev, "meta": np.array(json.dumps(meta))}
         for name in ("val", "excluded"):
             arrays[name], arrays[f"{name}_offsets"] = _pack(getattr(self, name))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write beside the target and rename, so readers never see a half-written split.
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub mistypes **kwds
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        # a handle, not a name: np.savez would append .npz to a name without it
+        with atomic_path(path) as tmp, tmp.open("wb") as fh:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub mistypes **kwds
 
     @classmethod
     def load(
@@ -159,6 +176,11 @@ class Split:
             SplitError: The file is not a split file, or it was made for a different dataset.
         """
         path = Path(path)
+        again = "pass --data.split_file the split.npz of an earlier cv run, or leave it out to make a new split"
+        if not path.exists():
+            raise SplitError(f"split file {path} does not exist; {again}")
+        if path.is_dir():
+            raise SplitError(f"split file {path} is a folder, not a file; {again}")
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(data["meta"].item())
@@ -171,8 +193,11 @@ class Split:
                 int(meta["seed"]),
             )
             split = cls(meta["strategy"], n, test, dev, val, excluded, seed, meta["params"])
-        except (KeyError, ValueError, TypeError, zipfile.BadZipFile) as exc:
-            raise SplitError(f"{path} is not a split file written by Split.save ({exc})") from exc
+        except PermissionError:
+            raise SplitError(f"split file {path} is not readable (permission denied); make it readable") from None
+        except (KeyError, ValueError, TypeError, EOFError, OSError, zipfile.BadZipFile) as exc:
+            why = " ".join(str(exc).split()) or type(exc).__name__
+            raise SplitError(f"{path} is not a split file written by Split.save ({why}); {again}") from exc
         other = f"{path} was made for a different dataset"
         fix = "delete it to make a new split, or point to this dataset's split file"
         if n_samples is not None and n_samples != n:
@@ -221,12 +246,64 @@ def _count(fraction: float, n: int) -> int:
     return math.ceil(round(fraction * n, 9))
 
 
-def _hold_out(index: np.ndarray, y: np.ndarray, g: Codes, size: int, strat: bool, seed: int, opt: str) -> np.ndarray:
+def _class(names: Sequence[str] | None, label: Any) -> str:
+    """``class 'Hand'`` (by name when the names are known, else by index)."""
+    label = int(label)
+    return f"class {names[label]!r}" if names is not None and 0 <= label < len(names) else f"class {label}"
+
+
+_UNSTRATIFY: Fix = ("use --data.stratify false", {"stratify": False})
+
+
+def _drop(names: Sequence[str] | None, label: Any) -> Fix:
+    return (f"remove {_class(names, label)} from the data", {"_drop_class": int(label)})
+
+
+@dataclass(frozen=True)
+class _Part:
+    """A randomly drawn part as the user asked for it, so errors can name the option and a value that works.
+
+    Attributes:
+        label: How messages name the request (``test_fraction=0.2``, ``subset n=10``).
+        key: The option (``test_fraction`` for ``--data.test_fraction``).
+        base: Units the option's fraction is a fraction of; ``None`` when the option counts samples (subset).
+        names: Class names by label, for messages.
+    """
+
+    label: str
+    key: str
+    base: int | None
+    names: Sequence[str] | None = None
+
+    def fix(self, size: int) -> Fix | None:
+        """The option value (fewest decimals) that makes the drawn part ``size`` units."""
+        value: float | None = size if self.base is None else None
+        base = self.base or 1
+        for digits in range(2, 7) if self.base is not None else ():
+            if self.key == "train_fraction":  # the part drawn is the one left out: base - round(f * base)
+                f = round((base - size) / base, digits)
+                ok = 0 < f <= 1 and base - max(1, round(f * base)) == size
+            else:
+                f = math.ceil(round(size / base * 10**digits, 9)) / 10**digits
+                ok = 0 < f < 1 and _count(f, base) == size
+            if ok:
+                value = f
+                break
+        return None if value is None else (f"use --data.{self.key} {value:g}", {self.key: value})
+
+    def unstratified(self) -> Fix:
+        """The remedy that drops stratification (the subset is always stratified: leave it out instead)."""
+        return ("leave out --data.subset (use all the data)", None) if self.key == "subset" else _UNSTRATIFY
+
+
+def _hold_out(index: np.ndarray, y: np.ndarray, g: Codes, size: int, strat: bool, seed: int, part: _Part) -> np.ndarray:
     """Sorted part of ``index`` made of ``size`` randomly drawn units (samples, or whole groups)."""
     unit_of, n_units = _units(index, g)
     noun = "sample" if g is None else "group"
+    opt = part.label
     if size >= n_units:
-        raise SplitError(f"{opt} would hold out {size} of {n_units} {noun}s, leaving none; use less")
+        fixes = [f for f in [part.fix(n_units - 1) if n_units > 1 else None] if f]
+        raise SplitError(f"{opt} would hold out {size} of {n_units} {noun}s, leaving none", fixes)
     splitter: Any = ms.ShuffleSplit(n_splits=1, test_size=size, random_state=seed)
     strata = y[index] if strat else np.zeros(n_units, dtype=np.int64)
     if strat and g is not None:  # stratify groups by their most common label
@@ -236,15 +313,21 @@ def _hold_out(index: np.ndarray, y: np.ndarray, g: Codes, size: int, strat: bool
         strata = classes[per_unit.argmax(axis=1)]
     if strat:
         classes, counts = np.unique(strata, return_counts=True)
-        small, fix = classes[counts.argmin()], "or pass `stratify false`"
         if len(classes) < 2:
-            raise SplitError(f"stratifying {opt} needs 2+ classes, found only class {classes[0]}; {fix}")
+            only = _class(part.names, classes[0])
+            raise SplitError(f"stratifying {opt} needs 2+ classes, found only {only}", [part.unstratified()])
         if counts.min() < 2:
-            raise SplitError(f"class {small} has only 1 {noun}: too few to stratify {opt}; drop it {fix}")
-        if min(size, n_units - size) < len(classes):
+            small = classes[counts.argmin()]
+            unit = "sample" if g is None else "group (by its most common label)"
+            problem = f"{_class(part.names, small)} has only 1 {unit}: too few to stratify {opt}"
+            raise SplitError(problem, [_drop(part.names, small), part.unstratified()])
+        k = len(classes)
+        if min(size, n_units - size) < k:
+            nearest = part.fix(k if size < k else n_units - k) if 2 * k <= n_units else None
             raise SplitError(
                 f"{opt} splits {n_units} {noun}s into {size} and {n_units - size}, but stratifying needs one "
-                f"per class ({len(classes)}) on each side; use a fraction nearer 0.5 {fix}"
+                f"per class ({k}) on each side",
+                [f for f in (nearest, part.unstratified()) if f],
             )
         splitter = ms.StratifiedShuffleSplit(n_splits=1, test_size=size, random_state=seed)
     try:
@@ -275,30 +358,58 @@ def _check_options(strategy: str, test_f: float, val_f: float, folds: int, repea
         raise SplitError(f"repeats={repeats} is invalid for {strategy}; repeats > 1 is for kfold/group_kfold")
 
 
-def _kfold(dev: np.ndarray, y: np.ndarray, g: Codes, folds: int, repeats: int, strat: bool, seed: int) -> list:
+def _whole_dev(folds: int | None, most: int, what: str) -> Fix:
+    """Remedy: no test set, so all of the data is dev (and at most ``most`` folds)."""
+    fewer = f" --data.folds {most}" if folds is not None and most < folds else ""
+    changes = {"test_fraction": 0.0, **({"folds": most} if fewer else {})}
+    return f"use --data.test_fraction 0{fewer} (no test set: {what} in dev)", changes
+
+
+def _kfold(
+    dev: np.ndarray,
+    y: np.ndarray,
+    g: Codes,
+    folds: int,
+    repeats: int,
+    strat: bool,
+    seed: int,
+    names: Sequence[str] | None = None,
+) -> list:
     yd = y[dev]
+    carved = len(dev) < len(y)  # a test set was carved out first
     if strat:
         classes, counts = np.unique(yd, return_counts=True)
         if len(classes) < 2:
-            raise SplitError(f"stratified k-fold needs 2+ classes, dev has only {classes[0]}; use `stratify false`")
-        if counts.min() < folds:
-            least, cls = counts.min(), classes[counts.argmin()]
             raise SplitError(
-                f"folds={folds} is more than the {least} dev samples of class {cls}, so stratified k-fold "
-                f"cannot put one in each fold; use folds <= {least} or `stratify false`"
+                f"stratified k-fold needs 2+ classes, dev holds only {_class(names, classes[0])}", [_UNSTRATIFY]
+            )
+        if counts.min() < folds:
+            least, small = int(counts.min()), classes[counts.argmin()]
+            fixes: list[Fix] = [(f"use --data.folds {least}", {"folds": least})] if least >= 2 else []
+            if carved and least < 2:  # folds=1 is no k-fold: keep every class whole in dev instead
+                fixes.append(_whole_dev(folds, int(np.bincount(y)[np.unique(y)].min()), "every class whole"))
+            raise SplitError(
+                f"folds={folds} is more than the {least} dev sample{'s' * (least != 1)} of {_class(names, small)}, "
+                "so stratified k-fold cannot put one in each fold",
+                [*fixes, _drop(names, small), _UNSTRATIFY],
             )
     if g is None:
         if folds > len(dev):
-            raise SplitError(f"folds={folds} is more than the {len(dev)} dev samples; use fewer folds")
+            fixes = [(f"use --data.folds {len(dev)}", {"folds": len(dev)})] if len(dev) >= 2 else []
+            fixes += [_whole_dev(folds, len(y), "all samples")] if carved else []
+            raise SplitError(f"folds={folds} is more than the {len(dev)} dev samples", fixes)
         if repeats > 1:
             rep = ms.RepeatedStratifiedKFold if strat else ms.RepeatedKFold
             cv: Any = rep(n_splits=folds, n_repeats=repeats, random_state=seed)
         else:
             cv = (ms.StratifiedKFold if strat else ms.KFold)(n_splits=folds, shuffle=True, random_state=seed)
         return [dev[v] for _, v in cv.split(dev, yd)]
-    n_groups = len(np.unique(g[dev]))
+    n_groups, total = len(np.unique(g[dev])), len(np.unique(g))
     if folds > n_groups:
-        raise SplitError(f"folds={folds} is more than the {n_groups} groups in dev; use folds <= {n_groups}")
+        fixes = [(f"use --data.folds {n_groups}", {"folds": n_groups})] if n_groups >= 2 else []
+        fixes += [_whole_dev(folds, total, f"all {total} groups")] if carved and n_groups < 2 else []
+        fixes += [] if total >= 2 else [("use finer groups", None)]
+        raise SplitError(f"folds={folds} is more than the {n_groups} group{'s' * (n_groups != 1)} in dev", fixes)
     # Like Repeated*KFold, one RandomState drives every repeat, so repeat 0 equals random_state=seed.
     rng, out = np.random.RandomState(seed), []
     for _ in range(repeats):
@@ -339,7 +450,9 @@ def _logo(dev: np.ndarray, g: np.ndarray) -> list:
     order = np.argsort(gd, kind="stable")
     starts = np.flatnonzero(np.r_[True, gd[order][1:] != gd[order][:-1]])
     if len(starts) < 2:
-        raise SplitError(f"strategy logo needs at least 2 groups in the dev set, found {len(starts)}")
+        total = len(np.unique(g))
+        fix = _whole_dev(None, total, f"all {total} groups") if total >= 2 else ("use finer groups", None)
+        raise SplitError(f"strategy logo needs at least 2 groups in the dev set, found {len(starts)}", [fix])
     return list(np.split(dev[order], starts[1:]))
 
 
@@ -356,6 +469,7 @@ def make_split(
     predefined: np.ndarray | None = None,
     train_fraction: float = 1.0,
     seed: int = 0,
+    class_names: Sequence[str] | None = None,
 ) -> Split:
     """Split sample indices into a test set and (train, val) folds (see the module docstring).
 
@@ -371,10 +485,66 @@ def make_split(
         predefined: Official codes (0 train, 1 val, 2 test); required by ``predefined``.
         train_fraction: Per fold, keep this seeded part of the training units (stratified, whole groups).
         seed: Seed for every random choice; the same arguments give identical indices.
+        class_names: Name of each class index, so errors name classes (``class 'Hand'``, not ``class 4``).
 
     Raises:
         SplitError: Invalid or unsatisfiable options; the message says what to change.
     """
+    options: dict[str, Any] = {
+        "strategy": strategy,
+        "test_fraction": test_fraction,
+        "val_fraction": val_fraction,
+        "folds": folds,
+        "repeats": repeats,
+        "stratify": stratify,
+        "groups": groups,
+        "predefined": predefined,
+        "train_fraction": train_fraction,
+        "seed": seed,
+    }
+    try:
+        split = _make_split(labels, **options, class_names=class_names)
+    except SplitError as err:
+        if not err.fixes:
+            raise
+        # suggest only what works: each remedy is tried on the same data
+        working = [fix for fix in err.fixes if fix[1] is None or _works(labels, options, fix[1])]
+        raise SplitError(err.problem, working) from None
+    sizes = (len(split.test), len(split.dev), split.n_folds, len(split.val[0]), len(split.train(0)))
+    log.info("%s split of %d samples (seed %d): %d test, %d dev in %d fold(s); fold 0: %d val, %d train",
+             strategy, split.n_samples, split.seed, *sizes)  # fmt: skip
+    return split
+
+
+def _works(labels: np.ndarray, options: dict[str, Any], changes: dict[str, Any]) -> bool:
+    """Whether :func:`make_split` succeeds with ``changes`` applied to ``options``."""
+    trial = {**options, **{k: v for k, v in changes.items() if k != "_drop_class"}}
+    if "_drop_class" in changes:
+        keep = np.asarray(labels) != changes["_drop_class"]
+        labels = np.asarray(labels)[keep]
+        trial.update({k: np.asarray(trial[k])[keep] for k in ("groups", "predefined") if trial[k] is not None})
+    try:
+        _make_split(labels, **trial)
+    except SplitError:
+        return False
+    return True
+
+
+def _make_split(
+    labels: np.ndarray,
+    *,
+    strategy: str = "holdout",
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.2,
+    folds: int = 5,
+    repeats: int = 1,
+    stratify: bool = True,
+    groups: np.ndarray | None = None,
+    predefined: np.ndarray | None = None,
+    train_fraction: float = 1.0,
+    seed: int = 0,
+    class_names: Sequence[str] | None = None,
+) -> Split:
     y = _check_labels(labels)
     n = len(y)
     _check_options(strategy, test_fraction, val_fraction, folds, repeats, train_fraction)
@@ -393,13 +563,15 @@ def make_split(
         test = _EMPTY
         if test_fraction > 0:
             size = _count(test_fraction, n_units)
-            test = _hold_out(everything, y, g, size, stratify, seed, f"test_fraction={test_fraction}")
+            part = _Part(f"test_fraction={test_fraction}", "test_fraction", n_units, class_names)
+            test = _hold_out(everything, y, g, size, stratify, seed, part)
         dev = np.setdiff1d(everything, test, assume_unique=True)
         if strategy == "holdout":
             size = _count(val_fraction, n_units)  # a fraction of the whole dataset, not of dev
-            vals = [_hold_out(dev, y, g, size, stratify, seed, f"val_fraction={val_fraction}")]
+            part = _Part(f"val_fraction={val_fraction}", "val_fraction", n_units, class_names)
+            vals = [_hold_out(dev, y, g, size, stratify, seed, part)]
         elif strategy in ("kfold", "group_kfold"):
-            vals = _kfold(dev, y, g, folds, repeats, stratify, seed)
+            vals = _kfold(dev, y, g, folds, repeats, stratify, seed, class_names)
         elif strategy == "loo":  # LeaveOneOut's val folds
             vals = [dev[i : i + 1] for i in range(len(dev))]
         else:
@@ -407,7 +579,8 @@ def make_split(
     val_t, excluded = tuple(_idx(v) for v in vals), []
     for fold, val in enumerate(val_t):
         if len(val) >= len(dev):  # every val fold is a subset of dev without repeats
-            raise SplitError(f"fold {fold} has no training samples; use more data or smaller fractions")
+            fixes = [_whole_dev(None, n, "all samples")] if len(dev) < n and strategy != "predefined" else []
+            raise SplitError(f"fold {fold} has no training samples (dev holds {len(dev)})", fixes)
         if train_fraction == 1.0:  # nothing to drop: skip the per-fold set difference (quadratic for loo/logo)
             excluded.append(_EMPTY)
             continue
@@ -416,8 +589,8 @@ def make_split(
         drop = n_units - max(1, round(train_fraction * n_units))
         # Independent per-fold streams: a fold's subsample does not depend on the folds before it.
         fold_seed = int(np.random.SeedSequence([seed, fold]).generate_state(1)[0])
-        opt = f"train_fraction={train_fraction} (fold {fold})"
-        excluded.append(_hold_out(train, y, g, drop, stratify, fold_seed, opt) if drop else _EMPTY)
+        part = _Part(f"train_fraction={train_fraction} (fold {fold})", "train_fraction", n_units, class_names)
+        excluded.append(_hold_out(train, y, g, drop, stratify, fold_seed, part) if drop else _EMPTY)
     kfold, holdout = strategy in ("kfold", "group_kfold"), strategy == "holdout"
     params = {
         "strategy": strategy,
@@ -429,14 +602,17 @@ def make_split(
         "grouped": g is not None,
         "train_fraction": float(train_fraction),
     }
-    split = Split(strategy, n, _idx(test), _idx(dev), val_t, tuple(excluded), seed, params)
-    sizes = (len(split.test), len(split.dev), split.n_folds, len(val_t[0]), len(split.train(0)))
-    log.info("%s split of %d samples (seed %d): %d test, %d dev in %d fold(s); fold 0: %d val, %d train",
-             strategy, n, seed, *sizes)  # fmt: skip
-    return split
+    return Split(strategy, n, _idx(test), _idx(dev), val_t, tuple(excluded), seed, params)
 
 
-def stratified_subset(labels: np.ndarray, n: int, *, seed: int = 0, groups: np.ndarray | None = None) -> np.ndarray:
+def stratified_subset(
+    labels: np.ndarray,
+    n: int,
+    *,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+    class_names: Sequence[str] | None = None,
+) -> np.ndarray:
     """Sorted indices of a seeded, stratified subsample of ``n`` samples (e.g. for teaching-scale LOO).
 
     Args:
@@ -445,6 +621,7 @@ def stratified_subset(labels: np.ndarray, n: int, *, seed: int = 0, groups: np.n
             size is harmless.
         seed: Seed of the draw.
         groups: Optional group codes; whole groups are drawn, so the size is then approximately ``n``.
+        class_names: Name of each class index, for messages.
 
     Raises:
         SplitError: ``n < 1``, fewer than one sample per class, or a class too small to stratify.
@@ -463,4 +640,6 @@ def stratified_subset(labels: np.ndarray, n: int, *, seed: int = 0, groups: np.n
     everything = np.arange(len(y))
     n_units = _units(everything, g)[1]
     size = n if g is None else max(1, round(n * n_units / len(y)))
-    return _hold_out(everything, y, g, size, True, seed, f"subset n={n}")
+    # always stratified (--data.stratify does not apply); a subset as large as the data is the unstratified way out
+    part = _Part(f"subset n={n}", "subset", None, class_names)
+    return _hold_out(everything, y, g, size, True, seed, part)

@@ -540,7 +540,7 @@ def test_option_errors(kwargs: dict, message: str) -> None:
 def test_more_folds_than_smallest_class() -> None:
     y = np.r_[np.zeros(40, int), np.ones(40, int), np.full(5, 2)]
     with pytest.raises(
-        SplitError, match=r"folds=5 is more than the 4 dev samples of class 2.*folds <= 4 or `stratify false`"
+        SplitError, match=r"folds=5 is more than the 4 dev samples of class 2.*--data.folds 4.*--data.stratify false"
     ):
         make_split(y, strategy="kfold", folds=5)  # the test carve-out leaves 4 of class 2
     assert make_split(y, strategy="kfold", folds=5, stratify=False).n_folds == 5
@@ -548,7 +548,7 @@ def test_more_folds_than_smallest_class() -> None:
 
 def test_more_folds_than_groups_or_samples() -> None:
     groups = np.arange(100) % 3
-    with pytest.raises(SplitError, match="folds=5 is more than the 3 groups in dev; use folds <= 3"):
+    with pytest.raises(SplitError, match=r"folds=5 is more than the 3 groups in dev; use --data\.folds 3"):
         make_split(Y, strategy="group_kfold", groups=groups, folds=5, test_fraction=0, stratify=False)
     with pytest.raises(SplitError, match="folds=8 is more than the 6 dev samples"):
         make_split(np.arange(8) % 2, strategy="kfold", folds=8, stratify=False, test_fraction=0.2)
@@ -556,9 +556,9 @@ def test_more_folds_than_groups_or_samples() -> None:
 
 def test_single_class_cannot_be_stratified() -> None:
     y = np.zeros(50, dtype=int)
-    with pytest.raises(SplitError, match=r"stratifying test_fraction=0.2 needs 2\+ classes.*`stratify false`"):
+    with pytest.raises(SplitError, match=r"stratifying test_fraction=0.2 needs 2\+ classes.*--data.stratify false"):
         make_split(y)
-    with pytest.raises(SplitError, match=r"stratified k-fold needs 2\+ classes.*`stratify false`"):
+    with pytest.raises(SplitError, match=r"stratified k-fold needs 2\+ classes.*--data.stratify false"):
         make_split(y, strategy="kfold", test_fraction=0.0)
     assert make_split(y, stratify=False).n_folds == 1
 
