@@ -635,8 +635,8 @@ def stratified_subset(
         return _idx(np.arange(len(y)))
     n_classes = len(np.unique(y))
     if n < n_classes:
-        raise SplitError(f"subset n={n} is fewer than the {n_classes} classes; use n >= {n_classes} "
-                         "so every class is represented")  # fmt: skip
+        raise SplitError(f"subset n={n} is fewer than the {n_classes} classes; use --data.subset {n_classes} "
+                         "or more, so every class is represented")  # fmt: skip
     everything = np.arange(len(y))
     n_units = _units(everything, g)[1]
     size = n if g is None else max(1, round(n * n_units / len(y)))

@@ -616,7 +616,7 @@ def test_labels_must_be_integer_and_non_empty() -> None:
 def test_stratified_subset_errors() -> None:
     with pytest.raises(SplitError, match="subset n=0 must be at least 1"):
         stratified_subset(Y, 0)
-    with pytest.raises(SplitError, match="subset n=3 is fewer than the 4 classes; use n >= 4"):
+    with pytest.raises(SplitError, match=r"subset n=3 is fewer than the 4 classes; use --data\.subset 4 or more"):
         stratified_subset(Y, 3)
 
 
