@@ -34,7 +34,7 @@ import numpy as np
 from medmnist_lit.layout import LINK_REMEDY, DataError, link_problem
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
+    from concurrent.futures import Future, ProcessPoolExecutor
 
     from medmnist_lit.sources import EntryReader, Listing
 
@@ -250,7 +250,18 @@ def _describe(exc: Exception) -> str:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(reader: EntryReader, out_path: str, mode: str, size: tuple[int, int], resize: bool) -> None:
+def _init_worker(
+    parent_pid: int, reader: EntryReader, out_path: str, mode: str, size: tuple[int, int], resize: bool
+) -> None:
+    import signal
+
+    from medmnist_lit.processes import die_with_parent
+
+    die_with_parent(parent_pid)  # no orphan keeps decoding if the parent is killed, even by SIGKILL
+    # Ctrl-C reaches the whole process group: the parent turns it into one message and stops us. SIGINT was
+    # blocked across the fork (see _decode_parallel) so that none lands before it is ignored here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     _WORKER.update(reader=reader, out=np.load(out_path, mmap_mode="r+"), mode=mode, size=size, resize=resize)
 
 
@@ -271,6 +282,7 @@ def _decode_parallel(
 ) -> _Report | None:
     """Decode with a process pool; ``None`` when no pool can be started."""
     import multiprocessing as mp  # imported here: a cached load never needs it
+    import signal
     from concurrent.futures import ProcessPoolExecutor
 
     # A few chunks per worker balance the load on a noisy machine; contiguous chunks keep writes local.
@@ -278,12 +290,14 @@ def _decode_parallel(
     bad: list[tuple[int, str]] = []
     mismatched: list[tuple[int, tuple[int, int]]] = []
     pool = None
+    # Workers start with SIGINT blocked (a mask survives fork and exec) until they ignore it in _init_worker.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         pool = ProcessPoolExecutor(
             workers,
             mp_context=mp.get_context(method),
             initializer=_init_worker,
-            initargs=(reader, str(out_path), mode, size, resize),
+            initargs=(os.getpid(), reader, str(out_path), mode, size, resize),
         )
         with warnings.catch_warnings():  # Python 3.12+ warns about forking with numpy's idle BLAS threads
             warnings.filterwarnings("ignore", message=r".*multi-threaded, use of fork\(\)", category=DeprecationWarning)
@@ -293,18 +307,38 @@ def _decode_parallel(
     except (OSError, ImportError, NotImplementedError) as exc:  # no semaphores/fork here (sandboxes, some CI)
         logger.warning("Cannot start %d worker processes (%s); decoding in this process", workers, exc)
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            _stop_pool(pool)
         return None
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a Ctrl-C pressed meanwhile is delivered here
     try:
         for future in futures:
             chunk_bad, chunk_mismatched = future.result()
             bad += chunk_bad
             mismatched += chunk_mismatched
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown()
+    except BaseException:  # Ctrl-C, or a worker that died: stop the others now, mid-image (the output is discarded)
+        _stop_pool(pool)
         raise
-    pool.shutdown()
     return bad, mismatched
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Cancel queued chunks and end the workers at once, instead of letting them finish their chunks."""
+    import contextlib
+
+    terminate = getattr(pool, "terminate_workers", None)  # Python 3.14+ (also shuts the pool down)
+    if terminate is not None:
+        terminate()
+        return
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:  # older Pythons: the pool's own table of its processes (stable since 3.2)
+        with contextlib.suppress(Exception):
+            process.terminate()
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.join(5.0)
 
 
 def _probe_size(reader: EntryReader) -> tuple[int, tuple[int, int]]:
