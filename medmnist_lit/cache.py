@@ -10,6 +10,8 @@ directories are unchanged, a cached load takes the image names from the entry in
 and only ``stat``-s the files (same fingerprint, less work).
 An entry is built in a temporary directory inside ``cache_dir``, the manifest is written last and the
 directory is renamed into place, so an interrupted build never leaves an entry that a later run trusts.
+The build holds a lock inside its directory (:func:`medmnist_lit.processes.claim`) while it lives, so the next
+load removes the directories of killed builds at once and never touches a build that is still running.
 
 Import weight matters (``medmnist-lit prepare`` on cached data must finish in well under 1.5 s): numpy and
 the standard library at module level only; Pillow is imported when decoding, scikit-learn for the demo.
@@ -34,6 +36,7 @@ import numpy as np
 from medmnist_lit.array_sources import read_digits, read_npz
 from medmnist_lit.fingerprint import folder_state, source_fingerprint, unchanged_folder_fingerprint, zip_digest
 from medmnist_lit.imageset import ImageSet
+from medmnist_lit.processes import UNLOCKED_STALE_SECONDS, abandoned, claim, release
 from medmnist_lit.sources import DataError, check_options, decode_files, source_kind
 
 logger = logging.getLogger(__name__)
@@ -42,8 +45,10 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 #: Environment variable overriding the default cache directory.
 CACHE_ENV = "MEDMNIST_LIT_CACHE"
-#: Temporary build directories older than this are leftovers of killed runs and get removed.
-STALE_SECONDS = 24 * 3600
+#: Temporary build directories without a lock (older versions) are removed once this old; locked ones at once
+#: when their owner is gone.
+STALE_SECONDS = UNLOCKED_STALE_SECONDS
+_LEFTOVERS = (".tmp-", ".trash-")  # name prefixes of build directories and of directories being deleted
 
 
 def default_cache_dir() -> Path:
@@ -139,18 +144,27 @@ def _discard(path: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def _remove_leftovers(root: Path, names: list[str]) -> None:
+    """Remove trash, and the build directories of processes that are gone (killed, crashed, interrupted)."""
+    for name in names:
+        path = root / name
+        if name.startswith(".trash-"):
+            shutil.rmtree(path, ignore_errors=True)
+        elif name.startswith(".tmp-") and abandoned(path, STALE_SECONDS):
+            logger.info("Removing %s, left behind by a build that did not finish", path)
+            _discard(path)
+
+
 def _tidy(root: Path, prefix: str, keep: str) -> None:
     """Drop superseded entries of the same source and options, and leftovers of killed builds."""
-    now = time.time()
-    for child in root.iterdir():
-        name = child.name
-        try:
-            if name.startswith(".trash-") or (name.startswith(".tmp-") and now - child.stat().st_mtime > STALE_SECONDS):
-                shutil.rmtree(child, ignore_errors=True)
-            elif name.startswith(prefix) and name != keep:
-                _discard(child)
-        except OSError:
-            continue
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    _remove_leftovers(root, [name for name in names if name.startswith(_LEFTOVERS)])
+    for name in names:
+        if name.startswith(prefix) and name != keep:
+            _discard(root / name)
 
 
 def _build(
@@ -174,6 +188,7 @@ def _build(
             f"cannot create the cache directory {str(root)!r} ({exc}); set --data.cache_dir or ${CACHE_ENV}"
         ) from exc
     t0 = time.perf_counter()
+    lock = claim(tmp)  # held until the build is in place or removed; freed by the kernel if we are killed
     try:
         state = None  # folder mtimes for unchanged_folder_fingerprint
         if kind == "npz":
@@ -218,11 +233,15 @@ def _build(
         del data  # release the memory map of images.npy before the directory is renamed
         # Written last: an entry directory without a valid manifest is never trusted.
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        release(tmp, lock)  # the lock file must not travel into the entry
+        lock = None
         entry = root / _entry_name(prefix, fp)
         _commit(tmp, entry, fp)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # still locked: no other process's tidy races this removal
         raise
+    finally:
+        release(tmp, lock)
     _tidy(root, prefix, entry.name)
     return entry, fp
 
@@ -283,7 +302,11 @@ def load_dataset(
     prefix = _source_prefix(path, kind, channels, image_size)
     t0 = time.perf_counter()
     # Only fingerprint when some entry of this source exists: on a first run the listing computes it anyway.
-    candidates = sorted(n for n in os.listdir(root) if n.startswith(prefix)) if root.is_dir() else []
+    names = os.listdir(root) if root.is_dir() else []
+    candidates = sorted(n for n in names if n.startswith(prefix))
+    leftovers = [n for n in names if n.startswith(_LEFTOVERS)]
+    if leftovers:  # rare: a killed build; removed now, even when the data itself comes from the cache
+        _remove_leftovers(root, leftovers)
     data = None
     if kind == "folder":  # normally one candidate: superseded entries are removed after each build
         for name in candidates:
