@@ -1,9 +1,11 @@
 """Fetch Medical MNIST (58,954 64×64 JPEGs in 6 class folders) from its public copy on GitHub.
 
 The archive of the original author's repository holds the images in ``<repo>-master/resized/<class>/``.
-Only those entries are extracted, into a hidden ``.medical_mnist.partial-*`` folder that is renamed to
-``medical_mnist/`` once the download, the extraction and the count checks have all succeeded, so a
-partial download never looks complete.
+The archive is downloaded into a hidden ``.medical_mnist.partial-*`` folder and only those entries are
+extracted, into ``medical_mnist/`` inside it, which is renamed into place once the download, the extraction
+and the count checks have all succeeded, so a partial download never looks complete. The partial folder is
+locked while its download runs (:func:`medmnist_lit.processes.claim`): the next ``download`` removes those of
+killed runs at once, and never one that is still running.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
+from medmnist_lit.processes import abandoned, claim, release
 from medmnist_lit.sources import DataError, is_junk, list_folder
 
 logger = logging.getLogger(__name__)
@@ -63,6 +66,7 @@ def download(
     """
     root = Path(root).expanduser()
     final = root / FOLDER
+    _remove_leftovers(root)
     if final.exists() and not force:
         problem = _problem(final, expected_classes, expected_count)
         if problem is None:
@@ -70,13 +74,14 @@ def download(
             return final
         raise DataError(f"{final} exists but {problem}; pass --force true to download it again and replace it")
     root.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{FOLDER}.", suffix=".zip.partial", dir=root)
-    archive = Path(name)
-    partial: Path | None = None
+    work = Path(tempfile.mkdtemp(prefix=f".{FOLDER}.partial-", dir=root))
+    lock = claim(work)  # held until the end; freed by the kernel if this process is killed
     try:
-        with os.fdopen(fd, "wb") as f:
+        archive = work / "archive.zip"
+        with open(archive, "wb") as f:
             _fetch(url, f, timeout)
-        partial = Path(tempfile.mkdtemp(prefix=f".{FOLDER}.partial-", dir=root))
+        partial = work / FOLDER
+        partial.mkdir()  # a plain mkdir (umask), unlike mkdtemp's 0700: the finished folder is the user's
         count = _extract(archive, partial, url)
         archive.unlink()
         problem = _problem(partial, expected_classes, expected_count)
@@ -85,14 +90,38 @@ def download(
                 f"the archive from {url} {problem}; if it changed on purpose, pass expected_classes/expected_count "
                 "(None disables a check)"
             )
-        _replace(partial, final)
-        partial = None
+        _replace(partial, final, work)
         logger.info("Extracted %d images into %s", count, final)
     finally:
-        archive.unlink(missing_ok=True)
-        if partial is not None:
-            shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)  # while still locked, so no other download races the removal
+        release(work, lock)
     return final
+
+
+def _remove_leftovers(root: Path) -> None:
+    """Remove the partial folders of downloads that are gone (killed, crashed); running ones are kept.
+
+    Also the ``.medical_mnist.*.zip.partial`` files of older versions, once :func:`abandoned`'s age limit passed.
+    """
+    try:
+        names = [name for name in os.listdir(root) if name.startswith(f".{FOLDER}.")]
+    except OSError:
+        return
+    for name in names:
+        path = root / name
+        if name.startswith(f".{FOLDER}.trash-"):
+            shutil.rmtree(path, ignore_errors=True)
+        elif abandoned(path):
+            logger.info("Removing %s, left behind by a download that did not finish", path)
+            if path.is_dir() and not path.is_symlink():
+                trash = root / f".{FOLDER}.trash-{os.getpid()}-{name}"
+                try:  # renamed first: a removal cut short leaves trash, which the next run removes unasked
+                    os.rename(path, trash)
+                except OSError:
+                    continue  # another download got there first
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def _fetch(url: str, out: BinaryIO, timeout: float) -> None:
@@ -175,12 +204,8 @@ def _problem(folder: Path, expected_classes: int | None, expected_count: int | N
     return " and ".join(problems) or None
 
 
-def _replace(partial: Path, final: Path) -> None:
-    """Rename the finished folder into place, moving an old copy aside first (``force``)."""
+def _replace(partial: Path, final: Path, work: Path) -> None:
+    """Rename the finished folder into place, moving an old copy (``force``) into ``work`` to be removed."""
     if final.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{FOLDER}.old-", dir=final.parent))
-        os.rename(final, old / FOLDER)
-        os.rename(partial, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(partial, final)
+        os.rename(final, work / "old")
+    os.rename(partial, final)
