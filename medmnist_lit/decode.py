@@ -329,7 +329,8 @@ def _stop_pool(pool: ProcessPoolExecutor) -> None:
 
     terminate = getattr(pool, "terminate_workers", None)  # Python 3.14+ (also shuts the pool down)
     if terminate is not None:
-        terminate()
+        with contextlib.suppress(Exception):  # never mask the Ctrl-C or error that got us here
+            terminate()
         return
     processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
