@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import ctypes
 import datetime
 import logging
 import math
@@ -31,6 +30,7 @@ from typing import Any
 
 from medmnist_lit.batch_spec import Run, set_dotted
 from medmnist_lit.files import write_json
+from medmnist_lit.processes import die_with_parent
 
 log = logging.getLogger("medmnist_lit")
 
@@ -194,26 +194,9 @@ def execute(task: Task) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------- workers
-def _die_with_parent(parent_pid: int) -> None:
-    """Exit when the batch process dies, even by SIGKILL, so no orphan keeps writing into the batch."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    if os.getppid() != parent_pid:  # the parent died before the signal was armed
-        os._exit(1)
-
-    def watch() -> None:  # other systems, or a prctl that was not available
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent_pid:
-                os._exit(1)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
 def worker_main(worker: int, env: dict[str, str], threads: int, tasks: Any, results: Any, parent_pid: int) -> None:
     """Body of a worker process: set devices and threads, import torch once, run tasks until a ``None``."""
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the batch process's to handle; it stops us
     os.environ.update(env)  # CUDA_VISIBLE_DEVICES must be set before torch is imported
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")

@@ -139,7 +139,9 @@ def prepare_command(args: Sequence[str]) -> int:
     parser.add_argument("--workers", type=int | None, default=None, help="Decoding processes (default: all cores).")
     config = parser.parse_args(list(args))
     _setup_plain_logging()
-    result = prepare(**config.data.as_dict(), workers=config.workers)
+    options = config.data.as_dict()
+    options.pop("__path__", None)  # where `--data FILE.yaml` came from: not an option
+    result = prepare(**options, workers=config.workers)
     print(result)
     return 0
 

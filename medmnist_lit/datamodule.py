@@ -16,6 +16,7 @@ from torch import Tensor
 from medmnist_lit.cache import load_dataset
 from medmnist_lit.groups import exact_duplicate_groups, merge_groups, read_group_csv
 from medmnist_lit.imageset import ImageSet
+from medmnist_lit.layout import DataError, require_source
 from medmnist_lit.loaders import (
     BatchLoader,
     EpochSampler,
@@ -23,7 +24,6 @@ from medmnist_lit.loaders import (
     Sampling,
     auto_steps_per_block,
 )
-from medmnist_lit.sources import DataError
 from medmnist_lit.splits import Split, make_split, stratified_subset
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ class MedMNISTDataModule(L.LightningDataModule):
             skip_bad=self.skip_bad,
         )
         if self.subset is not None and self.subset < len(data):
-            data = data.take(stratified_subset(data.labels, self.subset, seed=self.seed))
+            data = data.take(stratified_subset(data.labels, self.subset, seed=self.seed, class_names=data.class_names))
         return self._with_groups(data)
 
     def _with_groups(self, data: ImageSet) -> ImageSet:
@@ -211,6 +211,7 @@ class MedMNISTDataModule(L.LightningDataModule):
                 predefined=data.predefined,
                 train_fraction=self.train_fraction,
                 seed=self.seed,
+                class_names=data.class_names,
             )
         if not 0 <= self.fold < split.n_folds:
             raise ValueError(f"data.fold={self.fold} is out of range: this split has {split.n_folds} folds")
@@ -285,6 +286,8 @@ class MedMNISTDataModule(L.LightningDataModule):
         """The ``test_source`` dataset, converted like the main one, labels re-coded by class name."""
         if self.test_source is None:
             raise ValueError("no data.test_source is configured")
+        what = "a class-folder tree with the training data's classes, a .zip of one, or a .npz"
+        require_source(Path(self.test_source).expanduser(), "--data.test_source", what)
         other = load_dataset(
             self.test_source,
             channels=self.channels,

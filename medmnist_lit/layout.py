@@ -73,16 +73,30 @@ def check_options(channels: int, image_size: int | None) -> None:
         raise DataError(f"image_size must be a positive integer or None, got {image_size!r}")
 
 
-def source_kind(path: Path) -> str:
-    """Classify an existing source path as ``"folder"``, ``"zip"`` or ``"npz"``."""
-    if not path.exists():
-        problem = link_problem(str(path))
-        if problem:
-            raise DataError(f"data source {str(path)!r} is {problem}; {LINK_REMEDY}")
+def require_source(path: Path, option: str = "--data.source", what: str = "") -> None:
+    """Raise the :class:`DataError` for a source path that does not exist, naming the ``option`` to change.
+
+    Args:
+        path: The path given.
+        option: The option it came from (``--data.source``, ``--data.test_source``, ``--predict.source``).
+        what: What that option takes, for the remedy (default: the training sources' forms).
+    """
+    if path.exists():
+        return
+    problem = link_problem(str(path))
+    if problem:
+        raise DataError(f"{option} {str(path)!r} is {problem}; remove or fix the link, or point {option} elsewhere")
+    if option == "--data.source":
         raise DataError(
             f"data source {str(path)!r} does not exist; pass {_HINT_SOURCE}, "
             "or run `medmnist-lit download` to fetch Medical MNIST"
         )
+    raise DataError(f"{option} {str(path)!r} does not exist; pass {option} PATH ({what})")
+
+
+def source_kind(path: Path) -> str:
+    """Classify an existing source path as ``"folder"``, ``"zip"`` or ``"npz"``."""
+    require_source(path)
     if path.is_dir():
         return "folder"
     suffix = path.suffix.lower()

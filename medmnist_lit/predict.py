@@ -17,8 +17,9 @@ import torch
 from medmnist_lit.cache import load_dataset
 from medmnist_lit.callbacks.run_artifacts import run_dir
 from medmnist_lit.checkpoints import secure_trainer
+from medmnist_lit.decode import UnsupportedImage, to_mode
 from medmnist_lit.files import atomic_path
-from medmnist_lit.layout import DataError, is_image_name
+from medmnist_lit.layout import DataError, is_image_name, require_source
 from medmnist_lit.loaders import BatchLoader, EpochSampler
 
 
@@ -39,14 +40,18 @@ def read_images(
     """
     from PIL import Image
 
-    path = Path(path)
+    path = Path(path).expanduser()
+    require_source(path, "--predict.source", "a folder of images, a class-folder tree, a .zip or a .npz")
     files = _plain_images(path) if path.is_dir() else []
     if files:
         mode = "L" if channels == 1 else "RGB"
         arrays = []
         for file in files:
             with Image.open(file) as img:
-                img = img.convert(mode)
+                try:
+                    img = to_mode(img, mode)  # the decoder's exact conversion (16-bit, alpha, EXIF ...)
+                except UnsupportedImage as exc:
+                    raise DataError(f"--predict.source {file}: {exc}") from None
                 if image_size is not None:
                     img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
                 arrays.append(np.asarray(img))

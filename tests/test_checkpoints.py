@@ -249,3 +249,13 @@ def test_default_root_dir_is_honoured(tmp_path: Path, monkeypatch) -> None:
     args = ["--trainer.default_root_dir", "r2", "--trainer.logger.init_args.save_dir", "mine"]
     assert main(["fit", *FAST, *args]) == 0
     assert (tmp_path / "mine" / "medmnist" / "version_0" / "metrics.json").is_file()
+
+
+def test_missing_external_and_predict_sources_name_their_option(good_ckpt: Path, tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", *FAST, "--data.test_source", str(tmp_path / "nope")]) == 2
+    assert "--data.test_source" in capsys.readouterr().err
+    args = ["predict", "--ckpt_path", str(good_ckpt), "--predict.source", str(tmp_path / "gone"), *FAST]
+    assert main([*args, "--trainer.logger", "false"]) == 2
+    err = capsys.readouterr().err
+    assert "--predict.source" in err and "does not exist" in err and "--data.source" not in err
