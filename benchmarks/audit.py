@@ -35,11 +35,11 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from synthetic import blobs  # noqa: E402
 
-from medmnist_lit.audit import audit, format_audit  # noqa: E402
-from medmnist_lit.groups import exact_duplicate_groups  # noqa: E402
-from medmnist_lit.imageset import ImageSet  # noqa: E402
-from medmnist_lit.near_duplicates import find_near_duplicates  # noqa: E402
-from medmnist_lit.splits import make_split  # noqa: E402
+from medmnist_lit.data.imageset import ImageSet  # noqa: E402
+from medmnist_lit.splits.audit import audit, format_audit  # noqa: E402
+from medmnist_lit.splits.groups import exact_duplicate_groups  # noqa: E402
+from medmnist_lit.splits.near_duplicates import find_near_duplicates  # noqa: E402
+from medmnist_lit.splits.strategies import make_split  # noqa: E402
 
 
 def perturb(rng: np.random.Generator, images: np.ndarray) -> np.ndarray:
@@ -119,7 +119,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     print(f"cpus={os.cpu_count()} python={sys.version.split()[0]} numpy={np.__version__}")
     if args.source:
-        from medmnist_lit.cache import load_dataset
+        from medmnist_lit.data.cache import load_dataset
 
         print(f"\n== {args.source}")
         run(load_dataset(args.source), args.repeats, None)

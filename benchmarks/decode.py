@@ -103,7 +103,7 @@ def _prepare_process(source: Path, cache_dir: Path, repeats: int) -> tuple[float
 _TIMED_DECODE = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
-from medmnist_lit.cache import load_dataset
+from medmnist_lit.data.cache import load_dataset
 t0 = time.perf_counter()
 data = load_dataset(sys.argv[2], cache_dir=sys.argv[3], workers=None if sys.argv[4] == "None" else int(sys.argv[4]))
 print(time.perf_counter() - t0, data.meta["cache_path"])
@@ -151,8 +151,8 @@ def main() -> None:
 
     from PIL import __version__ as pillow_version
 
-    from medmnist_lit.cache import load_dataset
-    from medmnist_lit.decode import available_cpus
+    from medmnist_lit.data.cache import load_dataset
+    from medmnist_lit.data.decode import available_cpus
 
     source = args.source or make_synthetic(args.synthetic_dir)
     print(

@@ -105,9 +105,9 @@ def _bare(x: Any, y: Any, batch: int, epochs: int) -> list[float]:
 def _medmnist_fit(source: Path, batch: int, epochs: int, log_dir: str) -> list[float]:
     import lightning as L
 
-    from medmnist_lit.datamodule import MedMNISTDataModule
-    from medmnist_lit.module import Classifier
-    from medmnist_lit.training import default_callbacks, default_logger
+    from medmnist_lit.data.datamodule import MedMNISTDataModule
+    from medmnist_lit.model.classifier import Classifier
+    from medmnist_lit.training.fit import default_callbacks, default_logger
 
     datamodule = MedMNISTDataModule(str(source), test_fraction=0.0, val_fraction=0.2, batch_size=batch)
     model = Classifier(datamodule.num_classes, datamodule.input_shape, datamodule.class_names)
@@ -162,7 +162,7 @@ def run_epochs(args: argparse.Namespace) -> None:
     from torch.utils.data import DataLoader, Subset, TensorDataset
     from torchvision import datasets, transforms
 
-    from medmnist_lit.datamodule import MedMNISTDataModule
+    from medmnist_lit.data.datamodule import MedMNISTDataModule
 
     source = _source(args.source)
     datamodule = MedMNISTDataModule(str(source), test_fraction=0.0, val_fraction=0.2)
@@ -241,7 +241,7 @@ def _timed(fn: Any, *args: Any) -> float:
 
 
 def run_ratio(args: argparse.Namespace, loo: bool) -> None:
-    from medmnist_lit.training_cli import run_cv, run_fit
+    from medmnist_lit.lightning_cli import run_cv, run_fit
 
     source = _source(args.source)
     with tempfile.TemporaryDirectory() as log_dir:
@@ -271,9 +271,9 @@ def run_sklearn(args: argparse.Namespace) -> None:
     import torch
     from sklearn.linear_model import LogisticRegression
 
-    from medmnist_lit.datamodule import MedMNISTDataModule
-    from medmnist_lit.module import Classifier
-    from medmnist_lit.training import score
+    from medmnist_lit.data.datamodule import MedMNISTDataModule
+    from medmnist_lit.model.classifier import Classifier
+    from medmnist_lit.training.fit import score
 
     source = _source(args.source)
     data, split = MedMNISTDataModule(str(source)).dataset, MedMNISTDataModule(str(source)).split

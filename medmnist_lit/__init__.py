@@ -12,19 +12,19 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Classifier": "medmnist_lit.module",
+    "Classifier": "medmnist_lit.model.classifier",
     "EpochSummary": "medmnist_lit.callbacks",
-    "ImageSet": "medmnist_lit.imageset",
+    "ImageSet": "medmnist_lit.data.imageset",
     "LRSchedulerCallback": "medmnist_lit.callbacks",
-    "LogisticRegression": "medmnist_lit.heads",
-    "MLP": "medmnist_lit.heads",
-    "MedMNISTDataModule": "medmnist_lit.datamodule",
-    "RunResult": "medmnist_lit.training",
-    "Split": "medmnist_lit.splits",
-    "WarmupCosineLR": "medmnist_lit.schedules",
-    "fit_and_test": "medmnist_lit.training",
-    "load_dataset": "medmnist_lit.cache",
-    "make_split": "medmnist_lit.splits",
+    "LogisticRegression": "medmnist_lit.model.heads",
+    "MLP": "medmnist_lit.model.heads",
+    "MedMNISTDataModule": "medmnist_lit.data.datamodule",
+    "RunResult": "medmnist_lit.training.fit",
+    "Split": "medmnist_lit.splits.split",
+    "WarmupCosineLR": "medmnist_lit.model.schedules",
+    "fit_and_test": "medmnist_lit.training.fit",
+    "load_dataset": "medmnist_lit.data.cache",
+    "make_split": "medmnist_lit.splits.strategies",
 }
 
 __all__ = sorted(_EXPORTS)

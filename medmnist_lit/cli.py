@@ -1,6 +1,6 @@
 """The ``medmnist-lit`` command: a thin dispatcher over functions that return results.
 
-Training commands are LightningCLI parsers (:mod:`medmnist_lit.training_cli`); data commands use small
+Training commands are LightningCLI parsers (:mod:`medmnist_lit.lightning_cli`); data commands use small
 jsonargparse parsers and import neither torch nor Lightning, so ``prepare`` on cached data starts fast.
 """
 
@@ -47,7 +47,7 @@ class UsageError(Exception):
 def _training(command: str, args: Sequence[str]) -> Any:
     # Lightning's own use of deprecated jsonargparse APIs is not the user's concern
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
-    from medmnist_lit.training_cli import build_cli
+    from medmnist_lit.lightning_cli import build_cli
 
     return build_cli(command, list(args))
 
@@ -55,7 +55,7 @@ def _training(command: str, args: Sequence[str]) -> Any:
 def fit_command(args: Sequence[str]) -> int:
     """``medmnist-lit fit``: train, test the best checkpoint, write the run directory."""
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
-    from medmnist_lit.training_cli import run_fit
+    from medmnist_lit.lightning_cli import run_fit
 
     run_fit(list(args))
     return 0
@@ -64,14 +64,14 @@ def fit_command(args: Sequence[str]) -> int:
 def cv_command(args: Sequence[str]) -> int:
     """``medmnist-lit cv``: one fresh model per fold, per-fold logs, aggregated estimates, out-of-fold predictions."""
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
-    from medmnist_lit.training_cli import run_cv
+    from medmnist_lit.lightning_cli import run_cv
 
     run_cv(list(args))
     return 0
 
 
 def _evaluate_command(command: str, args: Sequence[str]) -> int:
-    from medmnist_lit.training import log_stage_result
+    from medmnist_lit.training.fit import log_stage_result
 
     cli = _training(command, args)
     ckpt = cli.config.get("ckpt_path")
@@ -85,7 +85,7 @@ def _evaluate_command(command: str, args: Sequence[str]) -> int:
 
 def predict_command(args: Sequence[str]) -> int:
     """``medmnist-lit predict``: class probabilities of a checkpoint for the test split, as CSV."""
-    from medmnist_lit.predict import predict_to_csv
+    from medmnist_lit.training.predict import predict_to_csv
 
     cli = _training("predict", args)
     ckpt = cli.config.get("ckpt_path")
@@ -99,8 +99,8 @@ def predict_command(args: Sequence[str]) -> int:
 
 def lr_find_command(args: Sequence[str]) -> int:
     """``medmnist-lit lr-find``: Lightning's learning-rate range test."""
-    from medmnist_lit.training import find_lr
-    from medmnist_lit.training_cli import LRFindOptions
+    from medmnist_lit.lightning_cli import LRFindOptions
+    from medmnist_lit.training.fit import find_lr
 
     cli = _training("lr-find", args)
     find_lr(cli.trainer, cli.model, cli.datamodule, LRFindOptions(**cli.config.lr_find.as_dict()))
@@ -109,14 +109,14 @@ def lr_find_command(args: Sequence[str]) -> int:
 
 def batch_command(args: Sequence[str]) -> int:
     """``medmnist-lit batch``: every variant × seed of an experiment spec, resumable."""
-    from medmnist_lit.batch import batch_command as run
+    from medmnist_lit.batch.runner import batch_command as run
 
     return run(args)
 
 
 def report_command(args: Sequence[str]) -> int:
     """``medmnist-lit report``: a batch's tables and figures, rebuilt from disk."""
-    from medmnist_lit.report import report_command as run
+    from medmnist_lit.batch.report import report_command as run
 
     return run(args)
 
@@ -132,7 +132,7 @@ def _data_parser(prog: str, description: str) -> Any:
 
 def prepare_command(args: Sequence[str]) -> int:
     """``medmnist-lit prepare``: decode a source into the cache and print the count per class."""
-    from medmnist_lit.cache import load_dataset, prepare
+    from medmnist_lit.data.cache import load_dataset, prepare
 
     parser = _data_parser("prepare", "Decode a source once into the cache; later runs memory-map it.")
     parser.add_function_arguments(load_dataset, "data", skip={"workers"})
@@ -148,9 +148,9 @@ def prepare_command(args: Sequence[str]) -> int:
 
 def audit_command(args: Sequence[str]) -> int:
     """``medmnist-lit audit``: exact and near duplicates within a source and across its split."""
-    from medmnist_lit.audit import audit, format_audit
-    from medmnist_lit.datamodule import MedMNISTDataModule
-    from medmnist_lit.files import check_writable, write_json
+    from medmnist_lit.data.datamodule import MedMNISTDataModule
+    from medmnist_lit.splits.audit import audit, format_audit
+    from medmnist_lit.utils.files import check_writable, write_json
 
     parser = _data_parser("audit", "Leakage audit: duplicates within the data and across train/val/test.")
     parser.add_class_arguments(MedMNISTDataModule, "data")
@@ -174,7 +174,7 @@ def audit_command(args: Sequence[str]) -> int:
 
 def download_command(args: Sequence[str]) -> int:
     """``medmnist-lit download``: fetch Medical MNIST and print where it is."""
-    from medmnist_lit.download import DEFAULT_URL, download
+    from medmnist_lit.data.download import DEFAULT_URL, download
 
     parser = _data_parser("download", "Fetch Medical MNIST (58,954 64×64 JPEGs in 6 class folders).")
     parser.add_argument("--root", default="data", help="Folder that will hold medical_mnist/.")
@@ -238,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"medmnist-lit: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
     try:
-        from medmnist_lit.config_files import check_config_args
+        from medmnist_lit.utils.config_files import check_config_args
 
         check_config_args(rest)  # before the parsers, whose messages name neither the file nor the line
         return run(rest)

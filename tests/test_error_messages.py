@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 from datagen import make_image_folder
 
-from medmnist_lit.batch_spec import load_spec
+from medmnist_lit.batch.spec import load_spec
 from medmnist_lit.cli import main
-from medmnist_lit.config_files import ConfigFileError, check_config_args, config_files
-from medmnist_lit.files import WriteError, write_json
-from medmnist_lit.groups import GroupFileError, read_group_csv
-from medmnist_lit.splits import Split, SplitError, make_split
+from medmnist_lit.splits.groups import GroupFileError, read_group_csv
+from medmnist_lit.splits.split import Split, SplitError
+from medmnist_lit.splits.strategies import make_split
+from medmnist_lit.utils.config_files import ConfigFileError, check_config_args, config_files
+from medmnist_lit.utils.files import WriteError, write_json
 
 NAMES = ("AbdomenCT", "BreastMRI", "CXR", "ChestCT", "Hand", "HeadCT")
 

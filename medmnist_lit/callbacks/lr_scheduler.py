@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch.optim import Optimizer
 
-from medmnist_lit.module import scheduler_interval, step_scheduler
+from medmnist_lit.model.classifier import scheduler_interval, step_scheduler
 
 #: Attribute marking an optimizer whose schedule a callback owns (two schedules would double-step it).
 _OWNER = "_medmnist_lit_lr_schedule"
@@ -77,7 +77,7 @@ class LRSchedulerCallback(Callback):
         if owner is not None and owner is not self:
             raise MisconfigurationException(
                 "Two LRSchedulerCallbacks schedule the same optimizer; combine them into one scheduler "
-                "(e.g. torch.optim.lr_scheduler.SequentialLR or medmnist_lit.schedules.WarmupCosineLR)."
+                "(e.g. torch.optim.lr_scheduler.SequentialLR or medmnist_lit.model.schedules.WarmupCosineLR)."
             )
         setattr(optimizer, _OWNER, self)
         self._optimizer = optimizer

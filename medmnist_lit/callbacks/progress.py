@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 class ProgressBar(TQDMProgressBar):
     """Lightning's tqdm bar, showing one bar at a time and counting mini-batches (optimizer steps).
 
-    Training batches may be blocks of several mini-batches (see :mod:`medmnist_lit.loaders`); the bar advances
+    Training batches may be blocks of several mini-batches (see :mod:`medmnist_lit.data.loaders`); the bar advances
     by the block's length so it reads in steps, whatever the block size. Validation is fast next to an epoch of
     training, so its nested bar only adds flicker; the epoch line printed by
     :class:`~medmnist_lit.callbacks.EpochSummary` reports its result. The bar does not stay after training.

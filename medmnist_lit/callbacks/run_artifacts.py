@@ -10,7 +10,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from medmnist_lit.plots import confusion_figure, curves_figure, save_figure
+from medmnist_lit.utils.plots import confusion_figure, curves_figure, save_figure
 
 log = logging.getLogger(__name__)
 

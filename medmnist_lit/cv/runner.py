@@ -1,0 +1,312 @@
+"""Cross-validation and leave-one-out that researchers can trust.
+
+Every fold gets a fresh model (seeded ``seed + fold``), optimizer, scheduler, callbacks and Trainer, its own
+directory (``<run>/fold_<i>/`` with events, checkpoints and ``metrics.json``), and is scored on its own
+validation fold. The run root gets ``folds.csv``, ``oof.csv`` (out-of-fold probabilities of every non-test
+sample) and ``summary.json`` (mean, std, sem and 95% interval of every metric across folds; pooled
+out-of-fold accuracy and AUROC; the held-out test set scored by the ensemble of fold models, and by a model
+refit on all development data with ``--cv.refit``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+
+from medmnist_lit.cv.fold_parallel import StackedHead, folds_per_pass, train_parallel, unsupported_reason
+from medmnist_lit.cv.folds import FoldOutcome, TrainerRecipe, fresh_model
+from medmnist_lit.cv.summary import OutOfFold, ensemble_metrics, fold_line, format_summary, summarize, write_csv
+from medmnist_lit.model.classifier import instantiate
+from medmnist_lit.model.metrics import EpochMetrics
+from medmnist_lit.training.fit import audit_run, fit_and_test, log_hparams, score
+from medmnist_lit.utils.files import write_json
+
+log = logging.getLogger("medmnist_lit")
+
+
+@dataclass
+class CVOptions:
+    """Options of ``medmnist-lit cv``.
+
+    Attributes:
+        folds_to_run: Run only these folds (0-based); all by default. A fold's results do not depend on which
+            other folds run.
+        refit: Also train one model on all development data and score it on the test split.
+        loo_limit: Refuse leave-one-out on more development samples than this (each sample is one model).
+        engine: ``auto`` trains the folds' heads together in one pass over the data when the setup allows it
+            (:mod:`medmnist_lit.cv.fold_parallel`) and one after another otherwise; ``parallel`` or ``sequential`` force
+            one. Both give the same results, to within float tolerance.
+        folds_per_pass: Folds trained together in one pass (default: as many as fit in memory).
+        checkpoint: Which weights of each fold are scored: ``last`` (the final epoch; the default, an honest
+            estimate) or ``best`` (the epoch with the lowest loss on the fold's own validation samples — choosing
+            the epoch on the very samples that are then scored makes the estimate optimistic, badly so for
+            leave-one-out, where each fold validates on one image).
+    """
+
+    folds_to_run: list[int] | None = None
+    refit: bool = False
+    loo_limit: int = 2000
+    engine: Literal["auto", "parallel", "sequential"] = "auto"
+    folds_per_pass: int | None = None
+    checkpoint: Literal["last", "best"] = "last"
+
+
+@dataclass
+class CVResult:
+    """Outcome of a cross-validation run."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+    folds: list[dict[str, float]]
+
+
+def choose_engine(options: CVOptions, model: Any, recipe: TrainerRecipe) -> tuple[str, str | None]:
+    """``("parallel" | "sequential", reason for sequential)`` from ``cv.engine`` and what the setup supports."""
+    if options.engine not in ("auto", "parallel", "sequential"):
+        raise ValueError(f"cv.engine must be auto, parallel or sequential, got {options.engine!r}")
+    if options.engine == "sequential":
+        return "sequential", "cv.engine is sequential"
+    reason = unsupported_reason(model, recipe.callbacks, recipe.kwargs)
+    if reason is None:
+        return "parallel", None
+    if options.engine == "parallel":
+        raise ValueError(f"cv.engine=parallel is not possible here: {reason}; use cv.engine auto or sequential")
+    return "sequential", reason
+
+
+def _sequential(
+    model: Any,
+    datamodule: Any,
+    recipe: TrainerRecipe,
+    run_dir: Path,
+    folds: list[int],
+    seed: int,
+    checkpoint: Literal["best", "last"],
+) -> Iterator[FoldOutcome]:
+    for fold in folds:
+        datamodule.fold = fold
+        L.seed_everything(seed + fold, workers=True, verbose=False)
+        fold_model = fresh_model(model)
+        trainer = recipe.build(run_dir / f"fold_{fold}")
+        result = fit_and_test(trainer, fold_model, datamodule, announce=False, audit=False, checkpoint=checkpoint)
+        yield FoldOutcome(fold, result.metrics, result.val, fold_model)
+
+
+def cross_validate(
+    model: Any,
+    datamodule: Any,
+    recipe: TrainerRecipe,
+    run_dir: Path,
+    options: CVOptions | None = None,
+    *,
+    seed: int = 0,
+) -> CVResult:
+    """Train and score one fresh model per fold; write folds.csv, oof.csv and summary.json under ``run_dir``.
+
+    Args:
+        model: Template whose hyperparameters every fold's fresh model gets (the template is not trained).
+        datamodule: A :class:`~medmnist_lit.data.datamodule.MedMNISTDataModule` with a multi-fold split.
+        recipe: Builds each fold's Trainer.
+        run_dir: Run root (``lightning_logs/<name>/<run>``).
+        options: Fold selection, refit, engine.
+        seed: Base seed; fold ``i`` is seeded ``seed + i``.
+    """
+    options = options or CVOptions()
+    start = time.perf_counter()
+    split = datamodule.split
+    data = datamodule.dataset
+    names = list(data.class_names)
+    folds = list(range(split.n_folds)) if options.folds_to_run is None else list(options.folds_to_run)
+    bad = [f for f in folds if not 0 <= f < split.n_folds]
+    if bad:
+        raise ValueError(f"cv.folds_to_run has {bad}, but this {split.strategy} split has folds 0..{split.n_folds - 1}")
+    engine, reason = choose_engine(options, model, recipe)
+    if engine == "sequential" and options.engine == "auto":
+        log.info("folds train one after another: %s", reason)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    datamodule.cv_stream = True
+    rows: list[dict[str, Any]] = []
+    oof = OutOfFold()
+    test_probs: list[torch.Tensor] = []
+    external_probs: list[torch.Tensor] = []
+    scoring: EpochMetrics | None = None  # one metrics object reused for every fold (building one costs ms)
+    folds_per_repeat = split.n_folds // max(1, int(split.params.get("repeats") or 1))
+    outcomes = (
+        train_parallel(model, datamodule, recipe, run_dir, folds, seed, options.folds_per_pass, options.checkpoint)
+        if engine == "parallel"
+        else _sequential(model, datamodule, recipe, run_dir, folds, seed, options.checkpoint)
+    )
+    try:
+        for outcome in outcomes:
+            fold, fold_model = outcome.fold, outcome.model
+            datamodule.fold = fold
+            row = {"fold": fold, "repeat": fold // folds_per_repeat, **outcome.metrics}
+            rows.append(row)
+            if outcome.val is not None:
+                oof.add(datamodule.indices("val"), outcome.val.probs.numpy(), fold, row["repeat"])
+            device = fold_model.device
+            if scoring is None:
+                hp = fold_model.hparams
+                scoring = EpochMetrics(hp.num_classes, hp.class_names, sync=False).to(device)
+            if outcome.test_probs is not None:
+                test_probs.append(outcome.test_probs)
+            elif len(split.test):
+                loader = datamodule.loader(split.test, shard=False, device=device)
+                test_probs.append(score(fold_model, loader, "test", scoring).probs)
+            if outcome.external_probs is not None:
+                external_probs.append(outcome.external_probs)
+            elif datamodule.test_source:
+                loader = datamodule.external_loader(device)
+                external_probs.append(score(fold_model, loader, "external", scoring).probs)
+            log.info(fold_line(fold, row))
+    finally:
+        datamodule.cv_stream = False
+
+    summary = summarize(rows)
+    summary.update(oof.pooled(data.labels, names))
+    if test_probs:
+        targets = torch.as_tensor(data.labels[split.test], dtype=torch.int64)
+        summary.update(ensemble_metrics(torch.stack(test_probs).mean(0), targets, names, "test"))
+    if external_probs:
+        targets = torch.as_tensor(datamodule.external.labels, dtype=torch.int64)
+        summary.update(ensemble_metrics(torch.stack(external_probs).mean(0), targets, names, "external"))
+    if options.refit:
+        summary.update(_refit(model, datamodule, recipe, run_dir, seed))
+    summary["run"] = {
+        "strategy": split.strategy,
+        "engine": engine,
+        "n_folds": split.n_folds,
+        "folds_run": folds,
+        "n_dev": len(split.dev),
+        "n_test": len(split.test),
+        "seconds": time.perf_counter() - start,
+    }
+    write_csv(run_dir / "folds.csv", rows)
+    oof.write(run_dir / "oof.csv", data)
+    write_json(run_dir / "summary.json", summary)
+    return CVResult(run_dir, summary, rows)
+
+
+def _refit(
+    model: L.LightningModule, datamodule: Any, recipe: TrainerRecipe, run_dir: Path, seed: int
+) -> dict[str, float]:
+    """One model trained on all development data (no validation), scored on the test split."""
+    datamodule.refit = True
+    try:
+        L.seed_everything(seed, workers=True, verbose=False)
+        refit_model = fresh_model(model)
+        trainer = recipe.build(run_dir / "refit", monitor=None)
+        result = fit_and_test(trainer, refit_model, datamodule, announce=False, audit=False)
+    finally:
+        datamodule.refit = False
+    log.info(
+        "Refit on all %d development images: test acc %.2f %%",
+        len(datamodule.split.dev),
+        100 * result.metrics.get("test/acc", math.nan),
+    )
+    return {f"refit/{k}": v for k, v in result.metrics.items() if k.startswith(("test/", "external/"))}
+
+
+def loo_guard(n_dev: int, limit: int, total_seconds: float) -> str:
+    """The LOO cost line; raises if ``n_dev`` exceeds ``limit``.
+
+    Raises:
+        ValueError: LOO on more than ``limit`` samples, with the estimate and what to do instead.
+    """
+    line = f"leave-one-out: {n_dev} folds × ~{total_seconds / max(n_dev, 1):.2f} s ≈ {_duration(total_seconds)}"
+    if n_dev > limit:
+        raise ValueError(
+            f"{line}. That is more than the limit of {limit} samples (cv.loo_limit): use --data.subset N for a "
+            "stratified, seeded subsample, k-fold (--data.split kfold), or raise --cv.loo_limit"
+        )
+    return line
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def estimate_seconds(
+    model: Any, datamodule: Any, engine: str, n_folds: int, max_epochs: int, per_pass: int | None = None
+) -> float:
+    """Rough wall time of the whole cross-validation, from timing a few optimizer steps on real batches."""
+    train = datamodule.indices("train", fold=0)
+    batch = datamodule.train_batch_size(len(train))
+    heads = min(n_folds, per_pass or folds_per_pass(model, batch, n_folds, torch.device("cpu")))
+    net: torch.nn.Module = (
+        StackedHead([model.make_head() for _ in range(heads)]) if engine == "parallel" else model.head
+    )
+    optimizer = instantiate(model.optimizer_config, net.parameters(), "torch.optim")
+    images, labels = datamodule.tensors()
+    rng = np.random.default_rng(0)
+    steps, elapsed = 0, 0.0
+    while steps < 3 or (elapsed < 0.2 and steps < 30):
+        index = torch.as_tensor(rng.choice(train, size=min(batch, len(train)), replace=False))
+        started = time.perf_counter()
+        logits = net(datamodule.transform(images.index_select(0, index)))
+        target = labels[index].repeat(len(logits)) if engine == "parallel" else labels[index]
+        loss = torch.nn.functional.cross_entropy(logits.reshape(len(target), -1), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        elapsed += time.perf_counter() - started if steps else 0.0  # the first step warms up
+        steps += 1
+    per_step = elapsed / (steps - 1)
+    if engine == "parallel":
+        epoch = per_step * math.ceil(len(datamodule.split.dev) / batch)
+        return math.ceil(n_folds / heads) * (epoch * max_epochs + 1.0) + 0.05 * n_folds  # + scoring, files per fold
+    epoch = per_step * math.ceil(len(train) / batch)
+    return n_folds * (epoch * max_epochs + 0.5)  # + Trainer set-up, checkpoints, evaluation per fold
+
+
+def run_cv_cli(cli: Any, options: CVOptions) -> CVResult:
+    """``medmnist-lit cv`` on an instantiated :class:`~medmnist_lit.lightning_cli.TrainingCLI`."""
+    datamodule, template, trainer = cli.datamodule, cli.model, cli.trainer
+    split = datamodule.split
+    run_dir = Path(trainer.log_dir)
+    trainer_config = cli.config_init.trainer.as_dict()
+    recipe = TrainerRecipe(kwargs=trainer_config, callbacks=list(trainer_config.get("callbacks") or []))
+    max_epochs = trainer_config.get("max_epochs") or 10
+    n_folds = split.n_folds if options.folds_to_run is None else len(options.folds_to_run)
+    engine, _ = choose_engine(options, template, recipe)
+    total = estimate_seconds(template, datamodule, engine, n_folds, max_epochs, options.folds_per_pass)
+    if split.strategy == "loo":
+        log.info("%s (%s)", loo_guard(len(split.dev), options.loo_limit, total), engine)
+    else:
+        log.info("%s: %d folds ≈ %s (%s)", split.strategy, n_folds, _duration(total), engine)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    audit_run(datamodule, run_dir)
+    cli.parser.save(cli.config, run_dir / "config.yaml", skip_none=False, overwrite=True)
+    datamodule.save_split(run_dir / "split.npz")
+    seed = int(cli.config.get("seed_everything") or 0)
+    result = cross_validate(template, datamodule, recipe, run_dir, options, seed=seed)
+    # the run root in TensorBoard's HParams tab: hyperparameters with the fold means and the ensemble's test score
+    means = {
+        f"hp/{k.replace('/', '_')}_mean": v["mean"]
+        for k, v in result.summary.items()
+        if isinstance(v, dict) and "mean" in v and k.startswith("val/") and not math.isnan(v["mean"])
+    }
+    means.update(
+        {
+            f"hp/{k.replace('/', '_')}": v
+            for k, v in result.summary.items()
+            if k in ("test/acc", "test/loss", "oof/acc", "refit/test/acc") and not math.isnan(v)
+        }
+    )
+    log_hparams(trainer.loggers, template, datamodule, means, raw=True)
+    log.info(format_summary(result.summary))
+    log.info("run dir: %s", run_dir)
+    return result

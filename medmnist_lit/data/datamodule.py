@@ -1,0 +1,480 @@
+"""The LightningDataModule: a source decoded once, split by any strategy, batches served from memory."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+
+from medmnist_lit.data.cache import load_dataset
+from medmnist_lit.data.imageset import ImageSet
+from medmnist_lit.data.layout import DataError, require_source
+from medmnist_lit.data.loaders import (
+    BatchLoader,
+    EpochSampler,
+    PixelTransform,
+    Sampling,
+    auto_steps_per_block,
+)
+from medmnist_lit.splits.groups import exact_duplicate_groups, merge_groups, read_group_csv
+from medmnist_lit.splits.split import Split
+from medmnist_lit.splits.strategies import make_split, stratified_subset
+
+log = logging.getLogger(__name__)
+
+SplitName = Literal["holdout", "kfold", "loo", "group_kfold", "logo", "predefined"]
+GroupBy = Literal["duplicates", "near_duplicates"]
+
+
+class MedMNISTDataModule(L.LightningDataModule):
+    """Medical MNIST, MedMNIST or the bundled demo, split for hold-out, k-fold, LOO or grouped validation.
+
+    The source is decoded once into a cache and memory-mapped (see :func:`medmnist_lit.data.cache.load_dataset`);
+    batches are index slices of in-memory tensors (see :mod:`medmnist_lit.data.loaders`).
+
+    Args:
+        source: Image folder (one sub-folder per class), ``.zip`` of one, MedMNIST ``.npz``, or ``None`` for the
+            bundled scikit-learn digits demo.
+        channels: 1 converts to grayscale, 3 to RGB.
+        image_size: Resize every image to ``image_size×image_size``; ``None`` keeps the size (all must match).
+        cache_dir: Where decoded arrays are cached (default: the user cache dir or ``$MEDMNIST_LIT_CACHE``).
+        skip_bad: Skip unreadable images (and report them) instead of stopping.
+        split: Validation strategy: ``holdout``, ``kfold``, ``loo``, ``group_kfold``, ``logo`` or ``predefined``.
+        fold: Which fold ``fit`` trains on (0-based).
+        folds: Number of folds for ``kfold`` and ``group_kfold``.
+        repeats: Repeats of ``kfold`` with different shuffles.
+        test_fraction: Share of the data held out as the test set before any fold is made.
+        val_fraction: Share of the data used for validation by ``holdout``.
+        train_fraction: Share of each fold's training part actually used (learning curves).
+        stratify: Keep class proportions in every part.
+        groups: CSV mapping sample id to a group (subject, patient); groups are never split.
+        group_by: Also group exact duplicates (``duplicates``) or near-duplicates (``near_duplicates``).
+        subset: Use a stratified, seeded subsample of this many images (e.g. for leave-one-out).
+        split_file: Load a saved split (``split.npz`` of an earlier run) instead of making one.
+        seed: Seed of the split and of the batch order.
+        batch_size: Mini-batch size; ``"full"`` for full-batch gradient descent, 1 for online learning.
+        eval_batch_size: Batch size for validation, test and prediction (no effect on results).
+        sampling: ``shuffle`` (without replacement), ``replacement`` or ``balanced`` (class-balanced, with
+            replacement).
+        drop_last: Drop the last, smaller training batch of each epoch.
+        standardize: Standardise pixels with the mean and std of the training part only.
+        steps_per_block: Mini-batches handed to the model per Lightning batch; ``None`` chooses about 2,048
+            samples per block. Results do not depend on it; 1 restores one Lightning batch per step.
+        test_source: A second dataset with the same class names (matched by name) on which every trained model
+            is also scored, reported as ``external/…`` ("train in source 1, use in source 2").
+
+    Cross-validation (``medmnist-lit cv``) sets :attr:`cv_stream`: every fold then draws its training batches from
+    one shuffled stream over the development set with its own validation samples masked out, which is what
+    lets all folds train in one pass (see :mod:`medmnist_lit.cv.fold_parallel`); the stream's batch size is scaled so
+    that a fold's batches hold ``batch_size`` samples on average. :attr:`refit` trains on the whole development
+    set (no validation part).
+    """
+
+    def __init__(
+        self,
+        source: str | None = None,
+        *,
+        channels: Literal[1, 3] = 1,
+        image_size: int | None = None,
+        cache_dir: str | None = None,
+        skip_bad: bool = False,
+        split: SplitName = "holdout",
+        fold: int = 0,
+        folds: int = 5,
+        repeats: int = 1,
+        test_fraction: float = 0.2,
+        val_fraction: float = 0.2,
+        train_fraction: float = 1.0,
+        stratify: bool = True,
+        groups: str | None = None,
+        group_by: GroupBy | None = None,
+        subset: int | None = None,
+        split_file: str | None = None,
+        seed: int = 0,
+        batch_size: int | Literal["full"] = 64,
+        eval_batch_size: int = 1024,
+        sampling: Literal["shuffle", "replacement", "balanced"] = "shuffle",
+        drop_last: bool = False,
+        standardize: bool = False,
+        steps_per_block: int | None = None,
+        test_source: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if batch_size != "full" and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"data.batch_size must be a positive integer or 'full', got {batch_size!r}")
+        if eval_batch_size < 1:
+            raise ValueError(f"data.eval_batch_size must be positive, got {eval_batch_size}")
+        if steps_per_block is not None and steps_per_block < 1:
+            raise ValueError(f"data.steps_per_block must be positive or null, got {steps_per_block}")
+        if subset is not None and subset < 2:
+            raise ValueError(f"data.subset must be at least 2 images, got {subset}")
+        self.source = source
+        self.channels = channels
+        self.image_size = image_size
+        self.cache_dir = cache_dir
+        self.skip_bad = skip_bad
+        self.strategy = split
+        self.fold = fold
+        self.folds = folds
+        self.repeats = repeats
+        self.test_fraction = test_fraction
+        self.val_fraction = val_fraction
+        self.train_fraction = train_fraction
+        self.stratify = stratify
+        self.groups = groups
+        self.group_by = group_by
+        self.subset = subset
+        self.split_file = split_file
+        self.seed = seed
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.sampling = sampling
+        self.drop_last = drop_last
+        self.standardize = standardize
+        self.steps_per_block = steps_per_block
+        self.test_source = test_source
+        #: Cross-validation mode: training batches come from the shared development-set stream.
+        self.cv_stream = False
+        #: Refit mode: train on all development samples, no validation part.
+        self.refit = False
+        self._tensors: dict[tuple[str, torch.device], tuple[Tensor, Tensor]] = {}
+        self._transforms: dict[tuple[int, bool], PixelTransform] = {}
+
+    # ----------------------------------------------------------------------------------------- data
+    @cached_property
+    def dataset(self) -> ImageSet:
+        """The (optionally subsampled) dataset, with group codes attached; loaded on first use."""
+        data = load_dataset(
+            self.source,
+            channels=self.channels,
+            image_size=self.image_size,
+            cache_dir=self.cache_dir,
+            skip_bad=self.skip_bad,
+        )
+        if self.subset is not None and self.subset < len(data):
+            data = data.take(stratified_subset(data.labels, self.subset, seed=self.seed, class_names=data.class_names))
+        return self._with_groups(data)
+
+    def _with_groups(self, data: ImageSet) -> ImageSet:
+        from dataclasses import replace
+
+        sources: list[np.ndarray | None] = [data.groups]
+        if self.groups is not None:
+            sources.append(read_group_csv(self.groups, data.ids))
+        if self.group_by == "duplicates":
+            sources.append(exact_duplicate_groups(data.images))
+        elif self.group_by == "near_duplicates":
+            from medmnist_lit.splits.groups import near_duplicate_groups
+
+            sources.append(near_duplicate_groups(data.images))
+        merged = merge_groups(*sources)
+        return data if merged is data.groups else replace(data, groups=merged)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes of the source."""
+        return self.dataset.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in label order."""
+        return list(self.dataset.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """Channels-first shape of one image."""
+        return self.dataset.input_shape
+
+    @cached_property
+    def split(self) -> Split:
+        """The split of :attr:`dataset` (made from the options, or loaded from ``split_file``)."""
+        data = self.dataset
+        if self.split_file is not None:
+            split = Split.load(self.split_file, n_samples=len(data), ids=data.ids)
+        else:
+            split = make_split(
+                data.labels,
+                strategy=self.strategy,
+                test_fraction=self.test_fraction,
+                val_fraction=self.val_fraction,
+                folds=self.folds,
+                repeats=self.repeats,
+                stratify=self.stratify,
+                groups=data.groups,
+                predefined=data.predefined,
+                train_fraction=self.train_fraction,
+                seed=self.seed,
+                class_names=data.class_names,
+            )
+        if not 0 <= self.fold < split.n_folds:
+            raise ValueError(f"data.fold={self.fold} is out of range: this split has {split.n_folds} folds")
+        return split
+
+    def indices(self, part: Literal["train", "val", "test", "dev"], fold: int | None = None) -> np.ndarray:
+        """Sample indices of ``part`` for ``fold`` (default: :attr:`fold`; in refit mode train is all of dev)."""
+        fold = self.fold if fold is None else fold
+        if part == "train":
+            return self.split.dev if self.refit else self.split.train(fold)
+        if part == "val":
+            return np.zeros(0, dtype=np.int64) if self.refit else self.split.val[fold]
+        if part == "test":
+            return self.split.test
+        if part == "dev":
+            return self.split.dev
+        raise ValueError(f"unknown part {part!r}")
+
+    def class_counts(self, part: Literal["train", "val", "test", "dev"] = "train") -> np.ndarray:
+        """Samples per class in ``part`` of the current fold."""
+        labels = self.dataset.labels[self.indices(part)]
+        return np.bincount(labels, minlength=self.num_classes)
+
+    def save_split(self, path: str | Path) -> None:
+        """Save the split's indices so ``--data.split_file`` can re-create it exactly."""
+        self.split.save(path, ids=self.dataset.ids)
+
+    # ------------------------------------------------------------------------------------ lightning
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: Any,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Lightning's ``load_from_checkpoint``, reading the file weights-only (local path or ``http(s)`` URL)."""
+        from medmnist_lit.utils.checkpoints import restore
+
+        return restore(cls, checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs)
+
+    def prepare_data(self) -> None:
+        """Decode the source into the cache (once per machine)."""
+        _ = self.dataset
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the split and the tensors; computes standardisation statistics on the training part."""
+        _ = self.split
+
+    @property
+    def transform(self) -> PixelTransform:
+        """Pixel conversion of the current fold; standardisation statistics come from its training part only."""
+        return self.fold_transform(self.fold, self.refit)
+
+    def fold_transform(self, fold: int, refit: bool = False) -> PixelTransform:
+        """Pixel conversion of ``fold`` (of all development data with ``refit``), computed once and kept."""
+        key = (fold, refit)
+        if key not in self._transforms:
+            channels = self.input_shape[0]
+            if not self.standardize:
+                self._transforms[key] = PixelTransform.unit(channels)
+            else:
+                train = self.split.dev if refit else self.split.train(fold)
+                mean, std = _channel_stats(np.asarray(self.dataset.images[train]).reshape(-1, channels))
+                self._transforms[key] = PixelTransform.standardize(torch.as_tensor(mean), torch.as_tensor(std))
+        return self._transforms[key]
+
+    @cached_property
+    def external(self) -> ImageSet:
+        """The ``test_source`` dataset, converted like the main one, labels re-coded by class name."""
+        if self.test_source is None:
+            raise ValueError("no data.test_source is configured")
+        what = "a class-folder tree with the training data's classes, a .zip of one, or a .npz"
+        require_source(Path(self.test_source).expanduser(), "--data.test_source", what)
+        other = load_dataset(
+            self.test_source,
+            channels=self.channels,
+            image_size=self.image_size,
+            cache_dir=self.cache_dir,
+            skip_bad=self.skip_bad,
+        )
+        return match_classes(other, self.dataset)
+
+    def tensors(
+        self, device: torch.device | str = "cpu", which: Literal["main", "external"] = "main"
+    ) -> tuple[Tensor, Tensor]:
+        """Images as a uint8 ``N×C×H×W`` tensor and labels as int64 on ``device`` (cached per device)."""
+        key = (which, torch.device(device))
+        if key not in self._tensors:
+            data = self.dataset if which == "main" else self.external
+            images = np.asarray(data.images)
+            images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
+            with warnings.catch_warnings():
+                # zero-copy view of the read-only cache memmap: processes share its pages; it is never written
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                x = torch.from_numpy(np.ascontiguousarray(images)).to(key[1])
+            y = torch.from_numpy(np.asarray(data.labels, dtype=np.int64)).to(key[1])
+            self._tensors[key] = (x, y)
+        return self._tensors[key]
+
+    def _device(self) -> torch.device:
+        trainer = self.trainer
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_batch_size(self, n_train: int) -> int:
+        """The mini-batch size in samples (``"full"`` resolved against ``n_train``)."""
+        bs = self.batch_size
+        return max(1, n_train) if bs == "full" else int(bs)
+
+    def loader(
+        self,
+        index: np.ndarray,
+        *,
+        train: bool = False,
+        sampling: Sampling | None = None,
+        seed: int | None = None,
+        shard: bool = True,
+        device: torch.device | None = None,
+    ) -> BatchLoader:
+        """A loader over the samples ``index`` on the trainer's device.
+
+        Args:
+            index: Sample indices.
+            train: Training loader (shuffled, batch_size, blocks) rather than an evaluation loader.
+            sampling: Override the sampling policy.
+            seed: Override the batch-order seed (default: ``data.seed``).
+            shard: With several processes, give each its share (``False``: every sample, in order).
+            device: Where the batches live (default: the trainer's device).
+        """
+        images, labels = self.tensors(device or self._device())
+        rank, world = self._world() if shard else (0, 1)
+        idx = torch.tensor(np.asarray(index), dtype=torch.int64)
+        if train:
+            policy: Sampling = sampling or self.sampling
+            batch_size = self.train_batch_size(len(index) // world)
+            # several devices: one Lightning batch per step, so gradient sync happens once per backward
+            steps = self.steps_per_block or (auto_steps_per_block(batch_size) if world == 1 else 1)
+            sampler = EpochSampler(idx, labels, policy, self.seed if seed is None else seed, rank, world)
+            return BatchLoader(
+                images,
+                labels,
+                sampler,
+                batch_size,
+                self.transform,
+                steps_per_block=steps,
+                drop_last=self.drop_last,
+            )
+        sampler = EpochSampler(idx, sampling="sequential", rank=rank, world_size=world)
+        return BatchLoader(images, labels, sampler, self.eval_batch_size, self.transform)
+
+    def stream_loader(self, folds: list[int], device: torch.device | None = None, masked: bool = False) -> BatchLoader:
+        """Cross-validation training batches of ``folds``: one shuffled stream over the development set.
+
+        Each fold's validation (and ``train_fraction``-excluded) samples are masked out of every batch, so all
+        folds see the same batch order. With ``masked`` the blocks carry a ``folds × batch`` keep-mask instead
+        (the fold-parallel engine).
+        """
+        images, labels = self.tensors(device or self._device())
+        dev = self.split.dev
+        excluded = torch.zeros(len(folds), len(self.dataset), dtype=torch.bool)
+        for row, fold in enumerate(folds):
+            excluded[row, torch.as_tensor(np.array(self.split.val[fold]))] = True
+            excluded[row, torch.as_tensor(np.array(self.split.excluded[fold]))] = True
+        held = [len(v) + len(e) for v, e in zip(self.split.val, self.split.excluded, strict=True)]
+        mean_train = len(dev) - float(np.mean(held))  # the mean training-part size over all folds
+        if self.batch_size == "full":
+            batch_size = len(dev)
+        else:  # scaled so that a fold keeps batch_size samples per batch on average
+            batch_size = max(1, round(int(self.batch_size) * len(dev) / max(mean_train, 1.0)))
+        steps = self.steps_per_block or auto_steps_per_block(batch_size)
+        sampler = EpochSampler(torch.tensor(dev, dtype=torch.int64), labels, self.sampling, self.seed)
+        transforms = [self.fold_transform(f) for f in folds]
+        return BatchLoader(
+            images,
+            labels,
+            sampler,
+            batch_size,
+            PixelTransform.stack(transforms),
+            steps_per_block=steps,
+            drop_last=self.drop_last,
+            exclude=excluded.to(images.device),
+            masked=masked,
+        )
+
+    def train_dataloader(self) -> BatchLoader:
+        """Shuffled training batches of the current fold, in blocks of mini-batches."""
+        if self.cv_stream and not self.refit:
+            return self.stream_loader([self.fold])
+        return self.loader(self.indices("train"), train=True)
+
+    def external_loader(self, device: torch.device | None = None) -> BatchLoader:
+        """Batches of the whole ``test_source`` dataset, in order, converted with the current fold's transform."""
+        images, labels = self.tensors(device or self._device(), "external")
+        sampler = EpochSampler(torch.arange(len(labels)), sampling="sequential")
+        return BatchLoader(images, labels, sampler, self.eval_batch_size, self.transform)
+
+    def val_dataloader(self) -> BatchLoader | list[BatchLoader]:
+        """Validation batches of the current fold (none when there is no validation part, e.g. a refit)."""
+        index = self.indices("val")
+        return self.loader(index) if len(index) else []
+
+    def test_dataloader(self) -> BatchLoader:
+        """Batches of the held-out test set."""
+        return self.loader(self.indices("test"))
+
+    def predict_dataloader(self) -> BatchLoader:
+        """Batches of the held-out test set, in order (for predictions)."""
+        return self.loader(self.indices("test"))
+
+    def describe(self) -> dict[str, Any]:
+        """Sizes of the parts of the current fold, for logs and summaries."""
+        split = self.split
+        return {
+            "source": self.dataset.source,
+            "n_samples": len(self.dataset),
+            "n_train": len(self.indices("train")),
+            "n_val": len(self.indices("val")),
+            "n_test": len(split.test),
+            "n_folds": split.n_folds,
+            "fold": self.fold,
+        }
+
+
+def match_classes(other: ImageSet, reference: ImageSet) -> ImageSet:
+    """``other`` with labels re-coded to ``reference``'s class order, matched by class name.
+
+    Raises:
+        DataError: If the class names differ, or the image shapes do.
+    """
+    from dataclasses import replace
+
+    if sorted(other.class_names) != sorted(reference.class_names):
+        missing = sorted(set(reference.class_names) - set(other.class_names))
+        extra = sorted(set(other.class_names) - set(reference.class_names))
+        raise DataError(
+            f"data.test_source {other.source} has classes {list(other.class_names)}, but the training data has "
+            f"{list(reference.class_names)} (missing: {missing}, unknown: {extra}); an external test set needs the "
+            "same class names"
+        )
+    if other.input_shape != reference.input_shape:
+        raise DataError(
+            f"data.test_source {other.source} has images of shape {other.input_shape} (C, H, W) but the training "
+            f"data has {reference.input_shape}; set data.image_size (and data.channels) so both convert alike"
+        )
+    order = np.array([reference.class_names.index(name) for name in other.class_names], dtype=np.int64)
+    return replace(other, labels=order[other.labels], class_names=reference.class_names)
+
+
+def _channel_stats(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact per-channel mean and std on the [0, 1] scale, from a 256-bin histogram (fast on uint8)."""
+    values = np.arange(256, dtype=np.float64) / 255
+    means, stds = [], []
+    for c in range(pixels.shape[1]):
+        hist = np.bincount(pixels[:, c], minlength=256).astype(np.float64)
+        total = hist.sum()
+        mean = (hist * values).sum() / total
+        means.append(mean)
+        stds.append(np.sqrt((hist * (values - mean) ** 2).sum() / total))
+    return np.asarray(means, dtype=np.float32), np.asarray(stds, dtype=np.float32)

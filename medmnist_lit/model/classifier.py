@@ -1,0 +1,326 @@
+"""The LightningModule that trains a plain head with cross-entropy."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.model_helpers import is_overridden
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import CyclicLR, OneCycleLR, ReduceLROnPlateau
+
+from medmnist_lit.data.loaders import Block
+from medmnist_lit.model.heads import ActivationName, HeadName, build_head
+from medmnist_lit.model.metrics import EpochMetrics
+
+log = logging.getLogger(__name__)
+
+#: Schedulers whose formula counts optimizer steps rather than epochs.
+PER_STEP_SCHEDULERS: tuple[type, ...] = (CyclicLR, OneCycleLR)
+DEFAULT_OPTIMIZER: dict[str, Any] = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.001}}
+Stage = Literal["train", "val", "test"]
+
+
+def resolve_class_path(class_path: str, default_module: str) -> type:
+    """Import ``class_path``; a bare name such as ``"SGD"`` is looked up in ``default_module``."""
+    module_name, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name or default_module), name)
+    except (ImportError, AttributeError):
+        raise ValueError(f"cannot import {class_path!r}: give a class such as {default_module}.{name}") from None
+
+
+def instantiate(config: dict[str, Any], first: Any, default_module: str) -> Any:
+    """Instantiate a ``{"class_path": ..., "init_args": {...}}`` config with ``first`` as first argument."""
+    if "class_path" not in config:
+        raise ValueError(f"expected a config with 'class_path' and 'init_args', got {config}")
+    cls = resolve_class_path(config["class_path"], default_module)
+    return cls(first, **dict(config.get("init_args") or {}))
+
+
+#: Hooks that run between a loss and its optimizer step; if nobody overrides them, the lean step skips them.
+STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+
+
+def lean_steps_possible(trainer: L.Trainer, module: L.LightningModule) -> bool:
+    """Whether optimizer steps may bypass Lightning's per-step wrappers without changing anything.
+
+    Lightning's ``manual_backward`` and ``LightningOptimizer.step`` dispatch the step hooks to every callback and
+    route through the precision plugin, a few hundred microseconds per step: most of an epoch at small batches.
+    With plain 32-bit precision on one device and no callback or module hook on those steps, a direct
+    ``loss.backward()`` and ``optimizer.step()`` is the same computation.
+    """
+    from lightning.pytorch.plugins.precision import Precision
+    from lightning.pytorch.strategies import SingleDeviceStrategy
+
+    if type(trainer.precision_plugin) is not Precision or type(trainer.strategy) is not SingleDeviceStrategy:
+        return False
+    callbacks: list[Callback] = getattr(trainer, "callbacks", [])  # set at run time, not declared
+    hooked = [cb for cb in callbacks if any(is_overridden(h, cb, Callback) for h in STEP_HOOKS)]
+    return not hooked and not any(is_overridden(h, module, L.LightningModule) for h in STEP_HOOKS)
+
+
+def backward_and_step(module: L.LightningModule, optimizer: Any, loss: Tensor, lean: bool) -> None:
+    """``manual_backward`` then ``optimizer.step()``; with ``lean`` the same without Lightning's wrappers.
+
+    The lean path keeps Lightning's step bookkeeping (``global_step``, the profiler's ``optimizer_step``).
+    """
+    if lean and hasattr(optimizer, "_on_before_step"):
+        loss.backward()
+        optimizer._on_before_step()
+        optimizer.optimizer.step()
+        optimizer._on_after_step()
+    else:
+        module.manual_backward(loss)
+        optimizer.step()
+
+
+def scheduler_interval(scheduler: Any, interval: str = "auto") -> str:
+    """``"step"`` for per-batch schedules (cyclic, one-cycle), else ``"epoch"``, unless forced."""
+    if interval != "auto":
+        return interval
+    return "step" if isinstance(scheduler, PER_STEP_SCHEDULERS) else "epoch"
+
+
+def step_scheduler(scheduler: Any, metrics: Mapping[str, Any], monitor: str) -> None:
+    """Step ``scheduler`` once; ``ReduceLROnPlateau`` gets ``metrics[monitor]`` (skipped, with a warning, if absent)."""
+    if not isinstance(scheduler, ReduceLROnPlateau):
+        scheduler.step()
+        return
+    value = metrics.get(monitor)
+    if value is None:
+        rank_zero_warn(f"ReduceLROnPlateau monitors {monitor!r}, which was not logged; not stepped")
+        return
+    scheduler.step(float(value))
+
+
+class Classifier(L.LightningModule):
+    """Cross-entropy training of a logistic-regression or MLP head on flattened images.
+
+    Optimisation is manual: each Lightning batch may be a :class:`~medmnist_lit.data.loaders.Block` of several
+    mini-batches and the model takes one optimizer step per mini-batch (see :mod:`medmnist_lit.data.loaders`).
+    Learning-rate schedulers given here are stepped per optimizer step or per epoch, as Lightning would.
+
+    Args:
+        num_classes: Number of classes (linked from the data).
+        input_shape: ``(C, H, W)`` of one image (linked from the data).
+        class_names: Class names, for per-class metrics and plots (linked from the data).
+        head: ``"logistic"`` (one linear layer) or ``"mlp"``.
+        hidden_sizes: MLP hidden layer widths.
+        activation: MLP activation.
+        dropout: MLP dropout probability.
+        batch_norm: MLP batch normalisation.
+        label_smoothing: Cross-entropy label smoothing.
+        class_weights: ``"balanced"`` (inverse class frequency of the training part), explicit weights, or
+            ``None``.
+        optimizer: ``{"class_path": "torch.optim.SGD", "init_args": {"lr": 0.001}}``-style config; set from the
+            CLI's ``--optimizer``. ``None`` means SGD with lr 0.001, the course recipe.
+        lr_scheduler: Scheduler config in the same style (``--lr_scheduler``), or ``None``.
+        lr_scheduler_interval: ``"auto"`` steps cyclic and one-cycle schedules per batch, others per epoch.
+        monitor: Metric that ``ReduceLROnPlateau`` watches.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        input_shape: Sequence[int] = (1, 8, 8),
+        class_names: list[str] | None = None,
+        head: HeadName = "logistic",
+        hidden_sizes: list[int] = [512, 512],  # noqa: B006 - jsonargparse shows it; never mutated
+        activation: ActivationName = "relu",
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        label_smoothing: float = 0.0,
+        class_weights: Literal["balanced"] | list[float] | None = None,
+        optimizer: dict[str, Any] | None = None,
+        lr_scheduler: dict[str, Any] | None = None,
+        lr_scheduler_interval: Literal["auto", "step", "epoch"] = "auto",
+        monitor: str = "val/loss",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names else None
+        self.label_smoothing = label_smoothing
+        self.class_weights = class_weights
+        self.optimizer_config = optimizer or DEFAULT_OPTIMIZER
+        self.lr_scheduler_config = lr_scheduler
+        self.lr_scheduler_interval = lr_scheduler_interval
+        self.monitor = monitor
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"model.label_smoothing must lie in [0, 1), got {label_smoothing}")
+        if isinstance(class_weights, list) and len(class_weights) != num_classes:
+            raise ValueError(f"model.class_weights has {len(class_weights)} values for {num_classes} classes")
+        self.head = self.make_head()
+        weight = torch.tensor(class_weights, dtype=torch.float32) if isinstance(class_weights, list) else None
+        self.class_weight: Tensor | None
+        # not persistent: explicit weights come from the hyperparameters, "balanced" ones from the data at setup
+        self.register_buffer("class_weight", weight, persistent=False)
+        self.train_metrics = EpochMetrics(num_classes, class_names)
+        self.val_metrics = EpochMetrics(num_classes, class_names)
+        self.test_metrics = EpochMetrics(num_classes, class_names)
+        #: Finished epochs' metrics, e.g. ``history["val/loss"] == [0.9, 0.7, ...]`` (also used for plots).
+        self.history: dict[str, list[float]] = {}
+        #: Last computed confusion matrix per stage.
+        self.confusion: dict[str, Tensor] = {}
+        self._lean = False
+
+    # -------------------------------------------------------------------------------------- model
+    def make_head(self) -> nn.Module:
+        """A freshly initialised head of this model's architecture (drawn from torch's global generator)."""
+        hp = self.hparams
+        return build_head(
+            hp["head"],
+            int(np.prod(hp["input_shape"])),
+            hp["num_classes"],
+            hidden_sizes=hp["hidden_sizes"],
+            activation=hp["activation"],
+            dropout=hp["dropout"],
+            batch_norm=hp["batch_norm"],
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits of a batch of images."""
+        return self.head(x)
+
+    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Cross-entropy with the configured label smoothing and class weights."""
+        return nn.functional.cross_entropy(
+            logits, target, weight=self.class_weight, label_smoothing=self.label_smoothing
+        )
+
+    @classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: Any,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Lightning's ``load_from_checkpoint``, reading the file weights-only (local path or ``http(s)`` URL)."""
+        from medmnist_lit.utils.checkpoints import restore
+
+        return restore(cls, checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs)
+
+    def setup(self, stage: str) -> None:
+        """Resolve ``class_weights="balanced"`` from the training part of the attached DataModule."""
+        if self.class_weights != "balanced" or self.class_weight is not None:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "class_counts"):
+            raise MisconfigurationException("class_weights='balanced' needs a MedMNISTDataModule to count classes")
+        counts = torch.as_tensor(datamodule.class_counts("train"), dtype=torch.float32)
+        # sklearn's "balanced": n_samples / (n_classes * count), so a balanced set gets weight 1
+        self.class_weight = counts.sum() / (len(counts) * counts.clamp_min(1))
+
+    # ----------------------------------------------------------------------------------- training
+    def training_step(self, batch: Block | tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """One optimizer step per mini-batch of the block; returns the last mini-batch's loss (detached)."""
+        optimizer = self.optimizers()
+        assert not isinstance(optimizer, list), "Classifier trains with a single optimizer"
+        metrics = self.train_metrics
+        steps: Iterable[tuple[Tensor, ...]] = batch if isinstance(batch, Block) else (batch,)
+        for x, y in steps:
+            logits = self(x)
+            # a cross-validation batch may hold none of this fold's samples: a zero-gradient step keeps every
+            # fold on the shared step count (as the fold-parallel engine does)
+            loss = self.loss(logits, y) if len(y) else logits.sum()
+            optimizer.zero_grad(set_to_none=True)
+            backward_and_step(self, optimizer, loss, self._lean)
+            self._step_schedulers("step")
+            metrics.update(logits, y, loss)
+        return loss.detach()
+
+    def on_train_start(self) -> None:
+        """Decide once whether optimizer steps can take the lean path (see :func:`lean_steps_possible`)."""
+        self._lean = lean_steps_possible(self.trainer, self)
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: Stage) -> None:
+        x, y = batch
+        logits = self(x)
+        self.stage_metrics(stage).update(logits, y, self.loss(logits, y))
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """Record validation outputs."""
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """Record test outputs."""
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """Class probabilities of a batch (``(x, y)`` or bare ``x``)."""
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x).softmax(-1)
+
+    # ---------------------------------------------------------------------------------- epoch ends
+    def stage_metrics(self, stage: Stage) -> EpochMetrics:
+        """The metric accumulator of ``stage``."""
+        return {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}[stage]
+
+    def _log_stage(self, stage: Stage) -> dict[str, float]:
+        metrics = self.stage_metrics(stage)
+        if not metrics.num_samples:
+            return {}
+        scalars, confmat, _, _ = metrics.compute()
+        self.confusion[stage] = confmat
+        logged = {f"{stage}/{k}": v for k, v in scalars.items()}
+        if stage != "test" and not self.trainer.sanity_checking:
+            for key, value in logged.items():
+                self.history.setdefault(key, []).append(value)
+        # x-axis of epoch metrics in TensorBoard is the epoch, so runs with different batch sizes line up
+        self.log_dict({**logged, "step": float(self.current_epoch)}, sync_dist=False)
+        return logged
+
+    def on_train_epoch_end(self) -> None:
+        """Log training metrics and step per-epoch schedulers."""
+        self._log_stage("train")
+        self._step_schedulers("epoch")
+
+    def on_validation_epoch_end(self) -> None:
+        """Log validation metrics."""
+        self._log_stage("val")
+
+    def on_test_epoch_end(self) -> None:
+        """Log test metrics."""
+        self._log_stage("test")
+
+    # ------------------------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> Any:
+        """The configured optimizer, and scheduler if any."""
+        return self.build_optimization(self.parameters())
+
+    def build_optimization(self, parameters: Iterable[Any]) -> Any:
+        """The configured optimizer over ``parameters`` and its scheduler, as ``configure_optimizers`` returns.
+
+        A ``monitor`` in the scheduler's ``init_args`` (for ``ReduceLROnPlateau``) sets :attr:`monitor`.
+        """
+        optimizer: Optimizer = instantiate(self.optimizer_config, parameters, "torch.optim")
+        if not self.lr_scheduler_config:
+            return optimizer
+        config = dict(self.lr_scheduler_config)
+        init_args = dict(config.get("init_args") or {})
+        self.monitor = init_args.pop("monitor", None) or self.monitor
+        scheduler = instantiate({**config, "init_args": init_args}, optimizer, "torch.optim.lr_scheduler")
+        interval = scheduler_interval(scheduler, self.lr_scheduler_interval)
+        # no "monitor" key: in manual optimisation Lightning ignores it (and says so); _step_schedulers uses it
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+    def _step_schedulers(self, interval: str) -> None:
+        # manual optimisation: Lightning leaves scheduler stepping to the module, so mirror what its automatic
+        # loop does (interval and plateau handling)
+        for config in self.trainer.lr_scheduler_configs:
+            if config.interval == interval:
+                step_scheduler(config.scheduler, self.trainer.callback_metrics, self.monitor)

@@ -1,0 +1,4 @@
+"""One training run.
+
+Fit and test a model, score checkpoints, predict, find a learning rate.
+"""

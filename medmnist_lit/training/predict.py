@@ -1,0 +1,114 @@
+"""Predictions of a trained model as CSV: for the test split of its data, or for any images.
+
+``medmnist-lit predict --ckpt_path X`` predicts the test split the model was trained against;
+``--predict.source PATH`` predicts every image of a source instead: a plain folder of image files (no labels),
+a class-folder tree, a ``.zip`` of one, or a MedMNIST ``.npz`` (labels kept for the CSV).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medmnist_lit.callbacks.run_artifacts import run_dir
+from medmnist_lit.data.cache import load_dataset
+from medmnist_lit.data.convert import UnsupportedImage, to_mode
+from medmnist_lit.data.layout import DataError, is_image_name, require_source
+from medmnist_lit.data.loaders import BatchLoader, EpochSampler
+from medmnist_lit.utils.checkpoints import secure_trainer
+from medmnist_lit.utils.files import atomic_path
+
+
+def _plain_images(folder: Path) -> list[Path]:
+    """Image files directly inside ``folder`` when it is a plain folder of images (no class sub-folders)."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and is_image_name(p.name))
+    has_classes = any(p.is_dir() and any(is_image_name(q.name) for q in p.iterdir()) for p in folder.iterdir())
+    return [] if has_classes else files
+
+
+def read_images(
+    path: str | Path, *, channels: int, image_size: int | None, input_shape: tuple[int, ...]
+) -> tuple[list[str], np.ndarray, list[str]]:
+    """Ids, uint8 images ``N×H×W[×C]`` and label names (empty strings when unknown) of every image of ``path``.
+
+    Raises:
+        DataError: The path has no images, or their size does not match the model's input.
+    """
+    from PIL import Image
+
+    path = Path(path).expanduser()
+    require_source(path, "--predict.source", "a folder of images, a class-folder tree, a .zip or a .npz")
+    files = _plain_images(path) if path.is_dir() else []
+    if files:
+        mode = "L" if channels == 1 else "RGB"
+        arrays = []
+        for file in files:
+            with Image.open(file) as img:
+                try:
+                    img = to_mode(img, mode)  # the decoder's exact conversion (16-bit, alpha, EXIF ...)
+                except UnsupportedImage as exc:
+                    raise DataError(f"--predict.source {file}: {exc}") from None
+                if image_size is not None:
+                    img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
+                arrays.append(np.asarray(img))
+        sizes = {a.shape[:2] for a in arrays}
+        if len(sizes) > 1 or sizes != {tuple(input_shape[1:])}:
+            raise DataError(
+                f"--predict.source {path}: images of size {sorted(sizes)} (H, W), but the model takes "
+                f"{tuple(input_shape[1:])}; set --data.image_size {input_shape[-1]} to resize them"
+            )
+        return [f.name for f in files], np.stack(arrays), [""] * len(files)
+    data = load_dataset(path, channels=channels, image_size=image_size)
+    if data.input_shape != tuple(input_shape):
+        raise DataError(
+            f"--predict.source {path}: images of shape {data.input_shape} (C, H, W), but the model takes "
+            f"{tuple(input_shape)}; set --data.image_size / --data.channels to convert them"
+        )
+    names = list(data.class_names)
+    return [str(i) for i in data.ids], np.asarray(data.images), [names[int(label)] for label in data.labels]
+
+
+def predict_to_csv(
+    trainer: Any, model: Any, datamodule: Any, ckpt_path: str | None, output: str | None, source: str | None = None
+) -> Path:
+    """Predict with ``ckpt_path`` and write one row per image: id, label, predicted class, class probabilities.
+
+    Args:
+        trainer: Drives the prediction (``trainer.predict``).
+        model: The classifier (weights come from ``ckpt_path``).
+        datamodule: The data the model was trained on (conversion and standardisation come from it).
+        ckpt_path: Checkpoint to predict with.
+        output: CSV path (default ``predictions.csv`` in the run directory).
+        source: Images to predict (default: the datamodule's test split).
+    """
+    data = datamodule.dataset
+    names = list(data.class_names)
+    if source is None:
+        index = datamodule.indices("test")
+        ids = [str(data.ids[i]) for i in index]
+        labels = [names[int(data.labels[i])] for i in index]
+        images, _ = datamodule.tensors()
+        loader_images, loader_index = images, torch.as_tensor(np.array(index), dtype=torch.int64)
+    else:
+        ids, pixels, labels = read_images(
+            source, channels=datamodule.channels, image_size=datamodule.image_size, input_shape=data.input_shape
+        )
+        pixels = pixels[:, None] if pixels.ndim == 3 else pixels.transpose(0, 3, 1, 2)
+        loader_images = torch.from_numpy(np.ascontiguousarray(pixels))
+        loader_index = torch.arange(len(ids))
+    placeholder = torch.zeros(len(loader_images), dtype=torch.int64)
+    sampler = EpochSampler(loader_index, sampling="sequential")
+    loader = BatchLoader(loader_images, placeholder, sampler, datamodule.eval_batch_size, datamodule.transform)
+    batches = secure_trainer(trainer).predict(model, dataloaders=loader, ckpt_path=ckpt_path)
+    probs = torch.cat([torch.as_tensor(b).float().cpu() for b in batches or []]).numpy()
+    path = Path(output) if output else run_dir(trainer) / "predictions.csv"
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "label", "predicted", *[f"p_{name}" for name in names]])
+        for sample_id, label, p in zip(ids, labels, probs, strict=True):
+            writer.writerow([sample_id, label, names[int(p.argmax())], *[f"{v:.6f}" for v in p]])
+    return path
