@@ -19,12 +19,14 @@ _EXPORTS = {
     "LogisticRegression": "medmnist_lit.model.heads",
     "MLP": "medmnist_lit.model.heads",
     "MedMNISTDataModule": "medmnist_lit.data.datamodule",
+    "RunJob": "medmnist_lit.jobs",
     "RunResult": "medmnist_lit.training.fit",
     "Split": "medmnist_lit.splits.split",
     "WarmupCosineLR": "medmnist_lit.model.schedules",
     "fit_and_test": "medmnist_lit.training.fit",
     "load_dataset": "medmnist_lit.data.cache",
     "make_split": "medmnist_lit.splits.strategies",
+    "run_job": "medmnist_lit.jobs",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -52,22 +52,24 @@ def _training(command: str, args: Sequence[str]) -> Any:
     return build_cli(command, list(args))
 
 
+def _run_command(command: str, args: Sequence[str]) -> int:
+    # fit and cv run as a RunJob, the same function the batch runner and the Python API call
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+    from medmnist_lit.jobs import RunJob, run_job
+    from medmnist_lit.lightning_cli import resolve_config
+
+    run_job(RunJob(command, resolve_config(command, list(args))), record_failures=False)
+    return 0
+
+
 def fit_command(args: Sequence[str]) -> int:
     """``medmnist-lit fit``: train, test the best checkpoint, write the run directory."""
-    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
-    from medmnist_lit.lightning_cli import run_fit
-
-    run_fit(list(args))
-    return 0
+    return _run_command("fit", args)
 
 
 def cv_command(args: Sequence[str]) -> int:
     """``medmnist-lit cv``: one fresh model per fold, per-fold logs, aggregated estimates, out-of-fold predictions."""
-    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
-    from medmnist_lit.lightning_cli import run_cv
-
-    run_cv(list(args))
-    return 0
+    return _run_command("cv", args)
 
 
 def _evaluate_command(command: str, args: Sequence[str]) -> int:

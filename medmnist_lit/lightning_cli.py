@@ -83,8 +83,9 @@ class TrainingCLI(LightningCLI):
         ckpt_path: Add ``--ckpt_path``: for ``fit`` a checkpoint to resume from; for the other commands the
             checkpoint whose hyperparameters (loaded weights-only) and weights are evaluated.
         description: Help text of the command.
-        parse_only: Only parse and validate (errors raise ``argparse.ArgumentError`` instead of exiting); build
-            no model, data or trainer.
+        parse_only: Only parse and validate; build no model, data or trainer.
+        exit_on_error: Print usage and exit on a bad argument, as LightningCLI does (default: not ``parse_only``;
+            otherwise errors raise ``argparse.ArgumentError``).
     """
 
     def __init__(
@@ -95,6 +96,7 @@ class TrainingCLI(LightningCLI):
         ckpt_path: bool = False,
         description: str | None = None,
         parse_only: bool = False,
+        exit_on_error: bool | None = None,
     ) -> None:
         self.command = command
         self.extra = dict(extra or {})
@@ -114,7 +116,7 @@ class TrainingCLI(LightningCLI):
             parser_kwargs={
                 "prog": f"medmnist-lit {command}",
                 "description": description,
-                "exit_on_error": not parse_only,
+                "exit_on_error": not parse_only if exit_on_error is None else exit_on_error,
             },
         )
 
@@ -255,3 +257,26 @@ def run_cv(args: list[str] | dict[str, Any]) -> Any:
 
     cli = build_cli("cv", args)
     return run_cv_cli(cli, CVOptions(**cli.config.cv.as_dict()))
+
+
+def resolve_config(command: str, args: list[str]) -> dict[str, Any]:
+    """A command line parsed as the command's LightningCLI parses it, as the plain config a run job carries.
+
+    ``--help``, ``--print_config`` and bad arguments behave as on any LightningCLI (they print and exit); config
+    files are read and merged, so the result is self-contained.
+    """
+    import warnings
+
+    import yaml
+
+    from medmnist_lit.cv.runner import CVOptions
+
+    extra = {"cv": {"extra": {"cv": CVOptions}}, "fit": {"ckpt_path": True}}
+    if command not in extra:
+        raise ValueError(f"only fit and cv run as jobs, not {command!r}")
+    cli = TrainingCLI(command, list(args), parse_only=True, exit_on_error=True, **extra[command])  # type: ignore[arg-type]
+    with warnings.catch_warnings():  # tuples (Adam's betas) dump as lists, which the parser takes back as they are
+        warnings.filterwarnings("ignore", message=".*does not round-trip")
+        config = yaml.safe_load(cli.parser.dump(cli.config, skip_none=False, skip_link_targets=True))
+    config.pop("config", None)  # the config files themselves: their contents are in the rest
+    return config

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from medmnist_lit.batch.spec import display, get_dotted
+from medmnist_lit.batch.spec import display
+from medmnist_lit.utils.dotted import get_dotted
 from medmnist_lit.utils.files import read_json, write_text
 from medmnist_lit.utils.stats import corrected_resampled_ttest, describe
 

@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medmnist_lit.batch.spec import BatchSpec, Run, display, get_dotted, load_spec, parse_overrides, validate
-from medmnist_lit.batch.worker import INTERRUPTED, RECORD, Task, execute, run_pool
+from medmnist_lit.batch.spec import BatchSpec, Run, display, load_spec, parse_overrides, validate
+from medmnist_lit.batch.worker import Task, execute, run_pool
+from medmnist_lit.jobs import INTERRUPTED, RECORD
+from medmnist_lit.utils.dotted import get_dotted
 from medmnist_lit.utils.files import make_dirs, read_json, write_json
 
 log = logging.getLogger("medmnist_lit")

@@ -39,6 +39,7 @@ from typing import Any
 import yaml
 
 from medmnist_lit.utils.config_files import load_mapping, load_yaml
+from medmnist_lit.utils.dotted import set_dotted
 
 log = logging.getLogger("medmnist_lit")
 
@@ -109,33 +110,6 @@ def config_hash(command: str, config: Mapping[str, Any]) -> str:
     stripped.get("trainer", {}).pop("logger", None)
     text = json.dumps({"command": command, "config": stripped}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-# ------------------------------------------------------------------------------------------ dotted keys
-def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``a.b.c`` in nested mappings, creating levels; a mapping value replaces the sub-config."""
-    parts = key.split(".")
-    if not all(parts):
-        raise ValueError(f"bad config key {key!r}")
-    node = config
-    for i, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        elif not isinstance(child, dict):
-            raise ValueError(f"cannot set {key!r}: {'.'.join(parts[: i + 1])} is {child!r}, not a mapping")
-        node = child
-    node[parts[-1]] = copy.deepcopy(value)
-
-
-def get_dotted(config: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    """Value at ``a.b.c`` in nested mappings, or ``default``."""
-    node: Any = config
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return default
-        node = node[part]
-    return node
 
 
 def overlaps(a: str, b: str) -> bool:

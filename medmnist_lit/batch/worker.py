@@ -8,40 +8,25 @@ they die with the batch process (``PR_SET_PDEATHSIG`` on Linux, a parent watcher
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import datetime
 import logging
-import math
 import multiprocessing as mp
 import os
 import queue
-import re
-import shutil
 import signal
-import sys
-import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medmnist_lit.batch.spec import Run, set_dotted
+from medmnist_lit.batch.spec import Run
+from medmnist_lit.jobs import RECORD, RunJob, run_job
 from medmnist_lit.utils.files import write_json
 from medmnist_lit.utils.processes import die_with_parent
 
 log = logging.getLogger("medmnist_lit")
-
-RECORD = "record.json"
-CONSOLE = "console.log"
-#: Per-epoch curves kept in a record (fit: from the run's history; cv: mean over folds of the TensorBoard events).
-HISTORY_KEYS = ("train/loss", "train/acc", "val/loss", "val/acc")
-_PER_CLASS = re.compile(r"/acc_")  # per-class accuracies: val/acc_3, val/acc_HeadCT
-
-#: Set by the batch's SIGINT handler: a Lightning ``sys.exit(1)`` after Ctrl-C is an interruption, not a failure.
-INTERRUPTED = threading.Event()
 
 
 @dataclass
@@ -52,6 +37,17 @@ class Task:
     run_dir: str
     attempt: int = 1
     quiet: bool = False
+
+    def labels(self) -> dict[str, Any]:
+        """The batch's fields of this run's record (the job adds command, seed, config and the outcome)."""
+        run = self.run
+        return {
+            "name": run.name,
+            "variant": run.variant,
+            "varied": run.varied,
+            "config_hash": run.config_hash,
+            "attempt": self.attempt,
+        }
 
 
 def _now() -> str:
@@ -80,117 +76,13 @@ def failure(err: BaseException) -> dict[str, Any]:
     return {"status": "failed", "error": message, "traceback": text}
 
 
-def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
-    # per-class accuracies stay in the run directory; records keep what the tables show
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not _PER_CLASS.search(k)}
-
-
-def cv_metrics(summary: dict[str, Any], folds: list[dict[str, Any]]) -> dict[str, float]:
-    """Fold means (``val/acc``) and spreads (``val/acc_std``), ensemble/OOF scores, mean sizes of a cv run."""
-    metrics: dict[str, float] = {}
-    for key, value in summary.items():
-        if key == "run" or _PER_CLASS.search(key):
-            continue
-        if isinstance(value, dict) and "mean" in value:
-            metrics[key], metrics[f"{key}_std"] = float(value["mean"]), float(value["std"])
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            metrics[key] = float(value)
-    for key in ("n_train", "n_val", "n_test", "epochs"):
-        values = [float(f[key]) for f in folds if key in f]
-        if values:
-            metrics[key] = sum(values) / len(values)
-    metrics["n_folds"] = float(len(folds))
-    return metrics
-
-
-def cv_curves(run_dir: Path) -> dict[str, list[float]]:
-    """Per-epoch curves of a cv run: the mean over folds of each fold's TensorBoard scalars.
-
-    Folds train for the same epochs unless something stops them early; an epoch's mean covers the folds that
-    reached it.
-    """
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-    from tensorboard.util import tensor_util
-
-    sums: dict[str, list[list[float]]] = {}
-    for fold_dir in sorted(run_dir.glob("fold_*")):
-        curves: dict[str, dict[int, float]] = {}
-        for path in sorted(fold_dir.glob("events.out.tfevents.*")):
-            for event in EventFileLoader(str(path)).Load():
-                for value in event.summary.value:
-                    if value.tag in HISTORY_KEYS:
-                        number = (
-                            tensor_util.make_ndarray(value.tensor).item()
-                            if value.HasField("tensor")
-                            else value.simple_value
-                        )
-                        curves.setdefault(value.tag, {})[int(event.step)] = float(number)
-        for tag, points in curves.items():
-            for step, number in points.items():
-                per_step = sums.setdefault(tag, [])
-                while len(per_step) <= step:
-                    per_step.append([])
-                per_step[step].append(number)
-    return {tag: [math.fsum(v) / len(v) if v else math.nan for v in steps] for tag, steps in sorted(sums.items())}
-
-
-@contextlib.contextmanager
-def console_to(path: Path) -> Iterator[None]:
-    """Send everything written to stdout and stderr (Python and C level) to ``path`` while the block runs."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with path.open("a", encoding="utf-8", buffering=1) as handle:
-        os.dup2(handle.fileno(), 1)
-        os.dup2(handle.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-
-
 def execute(task: Task) -> dict[str, Any]:
-    """Run one fit or cv from a clean directory and write its record; a run that raises is recorded as failed.
+    """Run one batch run as a :class:`~medmnist_lit.jobs.RunJob` in its own directory; returns its record.
 
-    Ctrl-C (``KeyboardInterrupt``, or Lightning's ``sys.exit`` after one) propagates and writes no record: the
-    run counts as interrupted and is restarted next time.
+    The record (also ``record.json`` in the run directory) carries the run's batch fields next to the job's.
     """
-    from medmnist_lit.lightning_cli import run_cv, run_fit
-
-    run_dir = Path(task.run_dir)
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # leftovers of an interrupted or retried attempt would mix into this one
-    run_dir.mkdir(parents=True)
-    config = copy.deepcopy(task.run.config)
-    if task.quiet:  # a worker's console is a file: no bar redrawing into it
-        set_dotted(config, "trainer.enable_progress_bar", False)
-    record = base_record(task)
-    started = time.perf_counter()
-    with console_to(run_dir / CONSOLE) if task.quiet else contextlib.nullcontext():
-        try:
-            if task.run.command == "fit":
-                result = run_fit(config)
-                history = {k: [float(v) for v in result.history[k]] for k in HISTORY_KEYS if k in result.history}
-                record.update(status="ok", metrics=_scalars(result.metrics), history=history)
-            else:
-                cv = run_cv(config)
-                record.update(status="ok", metrics=cv_metrics(cv.summary, cv.folds), history=cv_curves(run_dir))
-        except SystemExit as err:
-            if INTERRUPTED.is_set():
-                raise KeyboardInterrupt from None
-            record.update(failure(err))
-        except Exception as err:
-            record.update(failure(err))
-        if record["status"] == "failed" and task.quiet:  # into the run's console.log; the batch prints one line
-            log.error("run %s failed:\n%s", task.run.name, record["traceback"])
-    record.update(seconds=time.perf_counter() - started, finished=_now())
-    write_json(run_dir / RECORD, record)
-    return record
+    run = task.run
+    return run_job(RunJob(run.command, run.config, task.run_dir, run.seed, quiet=task.quiet, labels=task.labels()))
 
 
 # ----------------------------------------------------------------------------------------------- workers
@@ -292,7 +184,9 @@ def run_pool(tasks: list[Task], workers: int, on_done: Callable[[dict[str, Any]]
                 name = in_flight.pop(worker, None)
                 if name is not None:
                     task = by_name[name]
-                    record = {**base_record(task), "status": "failed", "seconds": 0.0}
+                    run = task.run
+                    record = {**task.labels(), "command": run.command, "seed": run.seed, "config": run.config}
+                    record.update(status="failed", seconds=0.0)
                     record["error"] = f"worker process died (exit code {proc.exitcode}) while running"
                     write_json(Path(task.run_dir) / RECORD, record)
                     remaining -= 1

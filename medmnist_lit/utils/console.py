@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
 import warnings
+from collections.abc import Iterator
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -44,3 +48,23 @@ def setup_console(level: int = logging.INFO) -> None:
     warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
     # a refit has no validation part on purpose
     warnings.filterwarnings("ignore", message="Total length of .* across ranks is zero")
+
+
+@contextlib.contextmanager
+def console_to(path: Path) -> Iterator[None]:
+    """Send everything written to stdout and stderr (Python and C level) to ``path`` while the block runs."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with path.open("a", encoding="utf-8", buffering=1) as handle:
+        os.dup2(handle.fileno(), 1)
+        os.dup2(handle.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
