@@ -8,14 +8,12 @@ they die with the batch process (``PR_SET_PDEATHSIG`` on Linux, a parent watcher
 
 from __future__ import annotations
 
-import datetime
 import logging
 import multiprocessing as mp
 import os
 import queue
 import signal
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,32 +46,6 @@ class Task:
             "config_hash": run.config_hash,
             "attempt": self.attempt,
         }
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def base_record(task: Task) -> dict[str, Any]:
-    """The fields every record has, whatever the outcome."""
-    run = task.run
-    return {
-        "name": run.name,
-        "variant": run.variant,
-        "seed": run.seed,
-        "command": run.command,
-        "varied": run.varied,
-        "config_hash": run.config_hash,
-        "config": run.config,
-        "attempt": task.attempt,
-    }
-
-
-def failure(err: BaseException) -> dict[str, Any]:
-    """Status, error (type and message) and full traceback of a failed run."""
-    message = f"{type(err).__name__}: {err}".strip()
-    text = "".join(traceback.format_exception(type(err), err, err.__traceback__)).rstrip("\n")
-    return {"status": "failed", "error": message, "traceback": text}
 
 
 def execute(task: Task) -> dict[str, Any]:
