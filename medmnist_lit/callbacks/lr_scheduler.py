@@ -30,9 +30,9 @@ class LRSchedulerCallback(Callback):
                   init_args: {base_lr: 0.0001, max_lr: 0.01, step_size_up: 200, mode: triangular2}
 
     Per-step schedules are stepped by a hook on the optimizer's ``step``, so they advance exactly once per
-    optimizer step however the model batches its steps. A model that configures its own scheduler for the same
-    optimizer (``--lr_scheduler``) is an error rather than a silent double step. The scheduler's state is saved
-    in checkpoints and restored on resume.
+    optimizer step (with ``accumulate_grad_batches``, once per accumulated step). A model that configures its own
+    scheduler for the same optimizer (``--lr_scheduler``) is an error rather than a silent double step. The
+    scheduler's state is saved in checkpoints and restored on resume.
 
     Args:
         scheduler: Builds the scheduler from the optimizer, e.g. a ``class_path``/``init_args`` config or

@@ -2,17 +2,21 @@
 
 Cross-validation folds train on one shared stream of development-set batches, each fold with its own validation
 samples masked out (:meth:`~medmnist_lit.data.datamodule.MedMNISTDataModule.stream_loader`). So the folds can share
-each batch: their heads are stacked (:class:`StackedHead`), one matrix product computes every head's logits
-(the batch is read once), each head's loss is averaged over its own kept samples only, and one optimizer steps
-all stacked parameters. For element-wise optimizers (SGD with momentum, Nesterov or weight decay, Adagrad, Adam,
-AdamW, RMSprop) and schedules that do not watch a metric, every head then follows exactly the path it would
-follow alone from the same initial weights and batch order; floating-point sums are ordered differently, so
-results agree to within float tolerance rather than bit for bit. Dropout masks come from one random stream, so
-with dropout the folds are equivalent in distribution, not sample by sample.
+each batch: their heads are stacked (:class:`~medmnist_lit.model.heads.StackedHead`), one matrix product computes
+every head's logits (the batch is read once), each head's loss is averaged over its own kept samples only, and one
+optimizer step of Lightning's automatic optimization steps all stacked parameters: the sum of the heads' losses
+gives each head its own gradient, and gradient clipping is applied per head. For element-wise optimizers (SGD
+with momentum, Nesterov or weight decay, Adagrad, Adam, AdamW, RMSprop) and schedules that do not watch a metric,
+every head then follows exactly the path it would follow alone from the same initial weights and batch order;
+floating-point sums are ordered differently, so results agree to within float tolerance rather than bit for bit.
+Dropout masks come from one random stream, so with dropout the folds are equivalent in distribution, not sample by
+sample.
 
-What needs one model at a time falls back to sequential folds: batch norm (statistics over masked batches),
-ReduceLROnPlateau and early stopping (they react to each fold's own metric), class weights that differ per fold
-(``class_weights="balanced"``), and several devices.
+What needs one model at a time falls back to sequential folds, saying why (:func:`unsupported_reason`): batch norm
+(statistics over masked batches), ReduceLROnPlateau and early stopping (they react to each fold's own metric), class
+weights that differ per fold (``class_weights="balanced"``), several devices, callbacks that expect one model, and
+Trainer options about each fold's own validation loop or Trainer (``val_check_interval``, ``limit_val_batches``,
+``max_time``, ...).
 """
 
 from __future__ import annotations
@@ -22,35 +26,49 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks import EarlyStopping, ModelSummary
+from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar as BaseProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
+from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from medmnist_lit.callbacks import ProgressBar
-from medmnist_lit.cv.folds import FoldOutcome, fresh_model, init_hparams
-from medmnist_lit.data.loaders import Block, gather
-from medmnist_lit.model.classifier import Classifier, backward_and_step, lean_steps_possible
-from medmnist_lit.model.heads import MLP, LogisticRegression
+from medmnist_lit.callbacks import LRSchedulerCallback, ProgressBar
+from medmnist_lit.cv.folds import fresh_model, init_hparams
+from medmnist_lit.data.fold import Fold
+from medmnist_lit.model.classifier import Classifier
+from medmnist_lit.model.heads import MLP, LogisticRegression, StackedHead
 from medmnist_lit.model.metrics import EpochMetrics
-from medmnist_lit.training.fit import log_hparams, score
+from medmnist_lit.training.fit import RunResult, fold_result
 from medmnist_lit.utils.checkpoints import secure_trainer
-from medmnist_lit.utils.files import atomic_path, write_json
+from medmnist_lit.utils.files import atomic_path
 
 log = logging.getLogger("medmnist_lit")
 
 #: Share of free memory the stacked heads of one pass may use.
 MEMORY_SHARE = 0.4
 
+#: Trainer options about each fold's own validation loop or Trainer, with the values that leave them inactive.
+PER_FOLD_OPTIONS: dict[str, tuple[Any, ...]] = {
+    "val_check_interval": (None, 1.0),
+    "check_val_every_n_epoch": (None, 1),
+    "limit_val_batches": (None, 1.0),
+    "limit_test_batches": (None, 1.0),
+    "overfit_batches": (None, 0, 0.0),
+    "fast_dev_run": (None, False, 0),
+    "max_time": (None,),
+    "barebones": (None, False),
+}
+
 
 def unsupported_reason(model: Classifier, callbacks: Sequence[Any], trainer_kwargs: dict[str, Any]) -> str | None:
-    """Why these folds cannot train in parallel, or ``None`` when they can."""
+    """Why these folds cannot train in parallel exactly as they would one after another, or ``None``."""
     head = model.head
     if not isinstance(head, (LogisticRegression, MLP)):
         return f"the head {type(head).__name__} is not a logistic or MLP head"
@@ -67,9 +85,15 @@ def unsupported_reason(model: Classifier, callbacks: Sequence[Any], trainer_kwar
         factory = getattr(callback, "factory", None)
         if factory is not None and getattr(factory, "func", factory) is ReduceLROnPlateau:
             return "ReduceLROnPlateau reacts to each fold's own validation loss"
+        if not isinstance(callback, (BaseProgressBar, ModelSummary, LRSchedulerCallback)):
+            return f"the callback {type(callback).__name__} expects one fold's model and Trainer at a time"
     devices = trainer_kwargs.get("devices", "auto")
     if trainer_kwargs.get("num_nodes", 1) != 1 or (isinstance(devices, int) and devices > 1):
         return "several devices train data-parallel, one model at a time"
+    for key, inactive in PER_FOLD_OPTIONS.items():
+        value = trainer_kwargs.get(key)
+        if all(value != default or type(value) is not type(default) for default in inactive):
+            return f"trainer.{key}={value!r} needs each fold's own validation loop and Trainer"
     return None
 
 
@@ -92,120 +116,37 @@ def folds_per_pass(model: Classifier, batch_size: int, n_folds: int, device: tor
     return max(1, min(n_folds, int(MEMORY_SHARE * free) // head_bytes(model, batch_size)))
 
 
-class StackedHead(nn.Module):
-    """``K`` heads of identical architecture as stacked parameters; one forward gives all ``K`` heads' logits.
-
-    The first layer of heads that share an input is one matrix product with the ``K`` weight matrices side by
-    side; later layers (and per-fold inputs) use batched matrix products.
-
-    Args:
-        heads: Logistic-regression or MLP heads (without batch norm), all of the same architecture.
-    """
-
-    def __init__(self, heads: Sequence[nn.Module]) -> None:
-        super().__init__()
-        layers = [[m for m in head.modules() if isinstance(m, nn.Linear)] for head in heads]
-        self.names = [name for name, m in heads[0].named_modules() if isinstance(m, nn.Linear)]
-        self.weights = nn.ParameterList(
-            [nn.Parameter(torch.stack([h[i].weight.detach() for h in layers]).clone()) for i in range(len(self.names))]
-        )
-        self.biases = nn.ParameterList(
-            [nn.Parameter(torch.stack([h[i].bias.detach() for h in layers]).clone()) for i in range(len(self.names))]
-        )
-        template = heads[0]
-        self.activation = next(
-            (
-                m
-                for m in template.modules()
-                if not isinstance(m, (nn.Linear, nn.Dropout, nn.Sequential, type(template)))
-            ),
-            nn.Identity(),
-        )
-        self.dropout = next((m for m in template.modules() if isinstance(m, nn.Dropout)), nn.Identity())
-
-    @property
-    def num_heads(self) -> int:
-        """Number of stacked heads."""
-        return len(self.weights[0])
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits ``K×B×classes`` of images ``B×C×H×W`` (shared) or ``K×B×C×H×W`` (one input per head)."""
-        k = self.num_heads
-        shared = x.dim() == 4
-        h = x.flatten(1) if shared else x.flatten(2)
-        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            if shared and i == 0:
-                out = weight.shape[1]
-                h = (h @ weight.reshape(k * out, -1).T).view(len(h), k, out).transpose(0, 1) + bias[:, None]
-            else:
-                h = torch.baddbmm(bias[:, None], h, weight.transpose(1, 2))
-            if i + 1 < len(self.weights):
-                h = self.dropout(self.activation(h))
-        return h
-
-    def forward_head(self, index: int, x: Tensor) -> Tensor:
-        """Logits ``B×classes`` of head ``index`` alone (validation, where each sample has one owning fold)."""
-        h = x.flatten(1)
-        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            h = nn.functional.linear(h, weight[index], bias[index])
-            if i + 1 < len(self.weights):
-                h = self.dropout(self.activation(h))
-        return h
-
-    def head_state(self, index: int, weights: Sequence[Tensor], biases: Sequence[Tensor]) -> dict[str, Tensor]:
-        """State dict of head ``index`` (keys of the original head) from stacked ``weights`` and ``biases``."""
-        state = {}
-        for name, w, b in zip(self.names, weights, biases, strict=True):
-            state[f"{name}.weight"] = w[index].detach().clone()
-            state[f"{name}.bias"] = b[index].detach().clone()
-        return state
-
-
 class FoldParallelClassifier(L.LightningModule):
-    """Trains the heads of several folds at once on the cross-validation stream (manual optimisation).
+    """Trains the heads of several folds at once on their shared stream, with Lightning's automatic optimization.
 
-    After each training epoch it scores every head on its own validation samples, keeps each head's best weights
-    (lowest validation loss, first on ties, as ModelCheckpoint does) and records per-fold histories.
+    A batch is one mini-batch of the stream with each fold's membership of its samples; :meth:`training_step`
+    returns the sum of the folds' losses and Lightning takes the step (clipping each head on its own, see
+    :meth:`configure_gradient_clipping`). After each training epoch every head is scored on its own validation
+    samples; each head's best weights (lowest validation loss, first on ties, as ModelCheckpoint does) are kept
+    and per-fold histories recorded.
 
     Args:
         template: The configured classifier (loss, optimizer and schedule settings).
-        heads: The folds' freshly initialised heads, in the order of ``folds``.
-        datamodule: The cross-validation data module (its split gives each fold's samples).
-        folds: Fold indices of the heads.
+        heads: The folds' freshly initialised heads.
+        val_loaders: Each head's validation batches (its fold's samples, converted with its fold's transform).
     """
 
-    def __init__(self, template: Classifier, heads: Sequence[nn.Module], datamodule: Any, folds: Sequence[int]) -> None:
+    def __init__(self, template: Classifier, heads: Sequence[nn.Module], val_loaders: Sequence[Iterable[Any]]) -> None:
         super().__init__()
-        self.automatic_optimization = False
-        self.template = [template]  # lists keep them out of this module's parameters and hparams
-        self.data = [datamodule]
-        self.folds = list(folds)
+        self.template = [template]  # a list keeps it out of this module's parameters and hparams
         self.stacked = StackedHead(heads)
+        self.val_loaders = list(val_loaders)
         self.history: dict[str, list[Tensor]] = {}
-        self.best_loss = torch.full((len(self.folds),), math.inf)
-        self.best_epoch = torch.full((len(self.folds),), -1, dtype=torch.long)
+        self.best_loss = torch.full((len(heads),), math.inf)
+        self.best_epoch = torch.full((len(heads),), -1, dtype=torch.long)
         self.best_weights: list[Tensor] = []
         self.best_biases: list[Tensor] = []
-        self._lean = False
-
-    def train_dataloader(self) -> Any:
-        """The shared development-set stream with every fold's validation samples masked out."""
-        return self.data[0].stream_loader(self.folds, device=self.device, masked=True)
 
     def on_fit_start(self) -> None:
-        """Place validation masks and best-weight copies on the training device."""
-        datamodule, device = self.data[0], self.device
-        split = datamodule.split
-        self.images, self.labels = datamodule.tensors(device)
-        self.val_index = [torch.as_tensor(split.val[f].copy()).to(device) for f in self.folds]
-        self.fold_transforms = [datamodule.fold_transform(f).to(device) for f in self.folds]
+        """Place the best-weight copies and the epoch's running sums on the training device."""
         self.best_weights = [w.detach().clone() for w in self.stacked.weights]
         self.best_biases = [b.detach().clone() for b in self.stacked.biases]
-        self._sums = torch.zeros(3, len(self.folds), device=device)
-
-    def on_train_start(self) -> None:
-        """Decide once whether optimizer steps can take the lean path."""
-        self._lean = lean_steps_possible(self.trainer, self)
+        self._sums = torch.zeros(3, self.stacked.num_heads, device=self.device)
 
     def _losses(self, logits: Tensor, y: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
         """Per-fold mean loss over kept samples (as each fold computes it alone), and the kept counts."""
@@ -223,22 +164,29 @@ class FoldParallelClassifier(L.LightningModule):
         norm = kept if model.class_weight is None else (keep * model.class_weight[y]).sum(1)
         return (ce * keep).sum(1) / norm.clamp_min(1e-12), kept
 
-    def training_step(self, batch: Block, batch_idx: int) -> Tensor:
-        """One optimizer step of all heads per mini-batch of the block."""
-        optimizer = self.optimizers()
-        assert not isinstance(optimizer, list)
-        total = torch.zeros((), device=self.device)
-        for x, y, keep in batch:
-            logits = self.stacked(x)
-            per_fold, kept = self._losses(logits, y, keep)
-            total = per_fold.sum()  # heads are independent: each head's gradient of the sum is its own gradient
-            optimizer.zero_grad(set_to_none=True)
-            backward_and_step(self, optimizer, total, self._lean)
-            self._step_schedulers("step")
-            with torch.no_grad():
-                correct = ((logits.argmax(-1) == y) & keep).sum(1)
-                self._sums += torch.stack([per_fold.detach() * kept, correct, kept])
-        return total.detach()
+    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        """The sum of the folds' mean losses on their own samples of the batch (heads are independent)."""
+        x, y, keep = batch
+        logits = self.stacked(x)
+        per_fold, kept = self._losses(logits, y, keep)
+        with torch.no_grad():
+            correct = ((logits.argmax(-1) == y) & keep).sum(1)
+            self._sums += torch.stack([per_fold.detach() * kept, correct, kept])
+        return per_fold.sum()
+
+    def configure_gradient_clipping(
+        self, optimizer: Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        """Clip each fold's gradient on its own, as that fold's Trainer would (``trainer.gradient_clip_val``).
+
+        Clipping by value is element-wise, the same for all heads at once; clipping by norm takes each head's norm.
+        """
+        if not gradient_clip_val:
+            return
+        if gradient_clip_algorithm == "value":
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        else:
+            self.stacked.clip_grad_norm_(float(gradient_clip_val))
 
     def on_train_epoch_start(self) -> None:
         """Reset the epoch's running sums."""
@@ -247,22 +195,22 @@ class FoldParallelClassifier(L.LightningModule):
     @torch.inference_mode()
     def _validate(self) -> tuple[Tensor, Tensor]:
         """Per-fold validation loss and accuracy of the current weights (each head on its own samples only)."""
-        sums = torch.zeros(3, len(self.folds), device=self.device)
+        sums = torch.zeros(3, self.stacked.num_heads, device=self.device)
         was_training = self.training
         self.eval()
-        for row, index in enumerate(self.val_index):
-            for part in index.split(self.data[0].eval_batch_size):
-                logits = self.stacked.forward_head(row, self.fold_transforms[row](gather(self.images, part)))[None]
-                y, keep = self.labels[part], torch.ones(1, len(part), dtype=torch.bool, device=self.device)
-                per_fold, kept = self._losses(logits, y, keep)
-                correct = (logits[0].argmax(-1) == y).sum()
-                sums[:, row] += torch.stack([per_fold[0] * kept[0], correct, kept[0]])
+        with self.trainer.precision_plugin.forward_context():  # as the validation loop of one fold would
+            for row, loader in enumerate(self.val_loaders):
+                for x, y in loader:
+                    logits = self.stacked.forward_head(row, x)[None]
+                    per_fold, kept = self._losses(logits, y, torch.ones(1, len(y), dtype=torch.bool, device=y.device))
+                    correct = (logits[0].argmax(-1) == y).sum()
+                    sums[:, row] += torch.stack([per_fold[0] * kept[0], correct, kept[0]])
         self.train(was_training)
         sums = sums.cpu()
         return sums[0] / sums[2].clamp_min(1), sums[1] / sums[2].clamp_min(1)
 
     def on_train_epoch_end(self) -> None:
-        """Record the epoch, keep each head's best weights, step per-epoch schedules."""
+        """Record the epoch and keep each head's best weights (Lightning then steps per-epoch schedules)."""
         sums = self._sums.cpu()
         val_loss, val_acc = self._validate()
         epoch = {
@@ -280,16 +228,10 @@ class FoldParallelClassifier(L.LightningModule):
         current = [*self.stacked.weights, *self.stacked.biases]
         for best, now in zip([*self.best_weights, *self.best_biases], current, strict=True):
             best[index] = now.detach()[index]
-        self._step_schedulers("epoch")
 
     def configure_optimizers(self) -> Any:
         """The template's optimizer and schedule, on the stacked parameters."""
         return self.template[0].build_optimization(self.parameters())
-
-    def _step_schedulers(self, interval: str) -> None:
-        for config in self.trainer.lr_scheduler_configs:
-            if config.interval == interval:
-                config.scheduler.step()  # type: ignore[call-arg]  # ReduceLROnPlateau never runs in parallel
 
     def fold_history(self, index: int) -> dict[str, list[float]]:
         """Per-epoch metrics of head ``index``."""
@@ -300,14 +242,15 @@ class FoldParallelClassifier(L.LightningModule):
         return self.stacked.head_state(index, self.best_weights, self.best_biases)
 
 
-def _save_checkpoint(model: Classifier, path: Path, epoch: int, global_step: int) -> None:
+def _save_checkpoint(model: Classifier, path: Path, epoch: int, global_step: int, data: dict[str, Any]) -> None:
     """A Lightning-format checkpoint (loadable with ``Classifier.load_from_checkpoint``), written atomically."""
     checkpoint = {
-        "epoch": epoch,
+        "epoch": epoch,  # Lightning's 0-based counter, as ModelCheckpoint stores it
         "global_step": global_step,
         "pytorch-lightning_version": L.__version__,
         "state_dict": model.state_dict(),
         "hyper_parameters": init_hparams(model),
+        "datamodule_hyper_parameters": data,
     }
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
@@ -316,63 +259,45 @@ def _save_checkpoint(model: Classifier, path: Path, epoch: int, global_step: int
 def _finish_fold(
     run: FoldParallelClassifier,
     row: int,
+    fold: Fold,
     scorer: Classifier,
     datamodule: Any,
     run_dir: Path,
-    seconds: float,
+    started: float,
     checkpoint: str,
-    metrics_state: Any,
-) -> FoldOutcome:
-    """Write one fold's directory as a sequential fold would: events, checkpoints, metrics.json."""
-    fold = run.folds[row]
-    datamodule.fold = fold
-    directory = run_dir / f"fold_{fold}"
+    metrics_state: EpochMetrics,
+) -> RunResult:
+    """Write one fold's directory as a sequential fold would (events, checkpoints) and build its result."""
+    directory = run_dir / fold.name
     history = run.fold_history(row)
     epochs = len(history.get("train/loss", []))
-    best_epoch = int(run.best_epoch[row]) if run.best_epoch[row] >= 0 else epochs - 1
-    scored = best_epoch if checkpoint == "best" else epochs - 1
+    best = int(run.best_epoch[row]) + 1 if run.best_epoch[row] >= 0 else epochs  # counted from 1
     logger = TensorBoardLogger(save_dir=run_dir, name="", version=directory.name, default_hp_metric=False)
     for epoch in range(epochs):
         logger.log_metrics({key: values[epoch] for key, values in history.items()}, step=epoch)
     steps = run.trainer.global_step
+    data = {k: v for k, v in datamodule.hparams.items() if not k.startswith("_")}
+    data["fold"] = fold.number
     last = run.stacked.head_state(row, list(run.stacked.weights), list(run.stacked.biases))
     scorer.head.load_state_dict(last)
-    _save_checkpoint(scorer, directory / "checkpoints" / "last.ckpt", epochs - 1, steps)
+    _save_checkpoint(scorer, directory / "checkpoints" / "last.ckpt", epochs - 1, steps, data)
     scorer.head.load_state_dict(run.best_head_state(row))
-    _save_checkpoint(scorer, directory / "checkpoints" / f"best-epoch{best_epoch:03d}.ckpt", best_epoch, steps)
+    best_path = directory / "checkpoints" / f"best-epoch{best:03d}.ckpt"
+    _save_checkpoint(scorer, best_path, best - 1, steps, data)
     if checkpoint != "best":
         scorer.head.load_state_dict(last)
-
-    metrics: dict[str, float] = {k: v[scored] for k, v in history.items() if k.startswith("train/")}
-    device = scorer.device
-    val = None
-    if len(datamodule.indices("val")):
-        loader = datamodule.loader(datamodule.indices("val"), shard=False, device=device)
-        val = score(scorer, loader, "val", metrics_state)
-        metrics.update(val.metrics)
-    test = None
-    if len(datamodule.indices("test")):
-        loader = datamodule.loader(datamodule.indices("test"), shard=False, device=device)
-        test = score(scorer, loader, "test", metrics_state)
-        metrics.update(test.metrics)
-        logger.log_metrics({k: v for k, v in test.metrics.items() if not math.isnan(v)}, step=epochs - 1)
-    external = None
-    if datamodule.test_source:
-        external = score(scorer, datamodule.external_loader(device), "external", metrics_state)
-        metrics.update(external.metrics)
-    sizes = datamodule.describe()
-    metrics.update(
-        best_epoch=float(scored),
-        epochs=float(epochs),
-        n_train=float(sizes["n_train"]),
-        n_val=float(sizes["n_val"]),
-        n_test=float(sizes["n_test"]),
-        seconds=seconds,
-    )
-    write_json(directory / "metrics.json", metrics)
-    log_hparams([logger], scorer, datamodule, metrics, save_yaml=False)
-    return FoldOutcome(
-        fold, metrics, val, scorer, None if test is None else test.probs, None if external is None else external.probs
+    return fold_result(
+        scorer,
+        datamodule,
+        fold,
+        directory,
+        history,
+        scored_epoch=best if checkpoint == "best" else epochs,
+        started=started,
+        loggers=[logger],
+        checkpoint=str(best_path) if checkpoint == "best" else None,
+        save_yaml=False,
+        metrics=metrics_state,
     )
 
 
@@ -381,14 +306,13 @@ def train_parallel(
     datamodule: Any,
     recipe: Any,
     run_dir: Path,
-    folds: list[int],
-    seed: int,
+    folds: list[Fold],
     per_pass: int | None = None,
     checkpoint: str = "last",
-) -> Iterator[FoldOutcome]:
-    """Train ``folds`` in passes of stacked heads; yield each fold's outcome with its directory written.
+) -> Iterator[tuple[Fold, RunResult]]:
+    """Train ``folds`` (stream folds) in passes of stacked heads; yield each with its result, directory written.
 
-    Head ``k`` starts from the weights a sequential run would draw for fold ``k`` (seeded ``seed + k``).
+    Head ``k`` starts from the weights a sequential run draws for its fold (seeded ``fold.seed``).
     """
     own = ("callbacks", "logger", "enable_progress_bar", "enable_checkpointing", "num_sanity_val_steps")
     kwargs = {k: v for k, v in recipe.kwargs.items() if k not in own}
@@ -408,26 +332,27 @@ def train_parallel(
 
     trainer = make_trainer()
     device = trainer.strategy.root_device
-    batch = datamodule.train_batch_size(len(datamodule.split.dev))
-    size = per_pass or folds_per_pass(template, batch, len(folds), device)
+    size = per_pass or folds_per_pass(template, folds[0].stream_batch_size or 1, len(folds), device)
     scorer = fresh_model(template).to(device)
     metrics_state = EpochMetrics(template.num_classes, template.class_names, sync=False).to(device)
     for start in range(0, len(folds), size):
         chunk = folds[start : start + size]
         heads = []
         for fold in chunk:
-            L.seed_everything(seed + fold, workers=True, verbose=False)
+            L.seed_everything(fold.seed, workers=True, verbose=False)
             heads.append(template.make_head())
-        run = FoldParallelClassifier(template, heads, datamodule, chunk)
+        val_loaders = [datamodule.loader(f.val, shard=False, device=device, transform=f.transform) for f in chunk]
+        run = FoldParallelClassifier(template, heads, val_loaders)
         if start:
             trainer = make_trainer()
         began = time.perf_counter()
-        trainer.fit(run)
+        trainer.fit(run, train_dataloaders=datamodule.stream_loader(chunk, device))
+        share = (time.perf_counter() - began) / len(chunk)
         log.info("folds %s trained together in one pass (%.1f s)", _span(chunk), time.perf_counter() - began)
-        seconds = (time.perf_counter() - began) / len(chunk)
-        for row in range(len(chunk)):
-            yield _finish_fold(run, row, scorer, datamodule, run_dir, seconds, checkpoint, metrics_state)
+        for row, fold in enumerate(chunk):
+            started = time.perf_counter() - share
+            yield fold, _finish_fold(run, row, fold, scorer, datamodule, run_dir, started, checkpoint, metrics_state)
 
 
-def _span(folds: list[int]) -> str:
-    return f"{folds[0]}–{folds[-1]}" if len(folds) > 1 else str(folds[0])
+def _span(folds: list[Fold]) -> str:
+    return f"{folds[0].number}–{folds[-1].number}" if len(folds) > 1 else str(folds[0].number)

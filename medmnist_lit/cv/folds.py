@@ -1,4 +1,4 @@
-"""What the two cross-validation engines share: how a fold's Trainer and model are made, and what a trained fold is.
+"""What the two cross-validation engines share: how a fold's Trainer and model are made.
 
 :mod:`.runner` (sequential folds, the summary) and :mod:`.fold_parallel` (folds trained together in one pass)
 both build on these, so neither imports the other's internals.
@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from medmnist_lit.training.fit import Scores, default_callbacks
+from medmnist_lit.training.fit import default_callbacks
 from medmnist_lit.utils.checkpoints import secure_trainer
 
-__all__ = ["FoldOutcome", "TrainerRecipe", "fresh_model", "init_hparams"]
+__all__ = ["TrainerRecipe", "fresh_model", "init_hparams"]
 
 
 @dataclass
@@ -55,15 +54,3 @@ def init_hparams(model: L.LightningModule) -> dict[str, Any]:
 def fresh_model(template: ModelT) -> ModelT:
     """A new, untrained model with ``template``'s hyperparameters (new weights from the current seed)."""
     return type(template)(**init_hparams(template))
-
-
-@dataclass
-class FoldOutcome:
-    """A trained fold: its final metrics, validation scores and the model holding its best weights."""
-
-    fold: int
-    metrics: dict[str, float]
-    val: Scores | None
-    model: Any
-    test_probs: torch.Tensor | None = None
-    external_probs: torch.Tensor | None = None

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,12 +22,13 @@ import lightning as L
 import numpy as np
 import torch
 
-from medmnist_lit.cv.fold_parallel import StackedHead, folds_per_pass, train_parallel, unsupported_reason
-from medmnist_lit.cv.folds import FoldOutcome, TrainerRecipe, fresh_model
+from medmnist_lit.cv.fold_parallel import folds_per_pass, train_parallel, unsupported_reason
+from medmnist_lit.cv.folds import TrainerRecipe, fresh_model
 from medmnist_lit.cv.summary import OutOfFold, ensemble_metrics, fold_line, format_summary, summarize, write_csv
+from medmnist_lit.data.fold import Fold
 from medmnist_lit.model.classifier import instantiate
-from medmnist_lit.model.metrics import EpochMetrics
-from medmnist_lit.training.fit import audit_run, fit_and_test, log_hparams, score
+from medmnist_lit.model.heads import StackedHead
+from medmnist_lit.training.fit import RunResult, audit_run, fit_and_test, log_hparams
 from medmnist_lit.utils.files import write_json
 
 log = logging.getLogger("medmnist_lit")
@@ -62,11 +63,19 @@ class CVOptions:
 
 @dataclass
 class CVResult:
-    """Outcome of a cross-validation run."""
+    """Outcome of a cross-validation run.
+
+    Attributes:
+        run_dir: The run root.
+        summary: What ``summary.json`` holds.
+        folds: One row per fold (``folds.csv``): its number, repeat and ``metrics.json``.
+        histories: Each fold's per-epoch metrics (``histories[i]["val/loss"]``), in the order of ``folds``.
+    """
 
     run_dir: Path
     summary: dict[str, Any]
     folds: list[dict[str, float]]
+    histories: list[dict[str, list[float]]] = field(default_factory=list)
 
 
 def choose_engine(options: CVOptions, model: Any, recipe: TrainerRecipe) -> tuple[str, str | None]:
@@ -88,17 +97,20 @@ def _sequential(
     datamodule: Any,
     recipe: TrainerRecipe,
     run_dir: Path,
-    folds: list[int],
-    seed: int,
+    folds: list[Fold],
     checkpoint: Literal["best", "last"],
-) -> Iterator[FoldOutcome]:
+) -> Iterator[tuple[Fold, RunResult]]:
     for fold in folds:
-        datamodule.fold = fold
-        L.seed_everything(seed + fold, workers=True, verbose=False)
+        L.seed_everything(fold.seed, workers=True, verbose=False)
         fold_model = fresh_model(model)
-        trainer = recipe.build(run_dir / f"fold_{fold}")
-        result = fit_and_test(trainer, fold_model, datamodule, announce=False, audit=False, checkpoint=checkpoint)
-        yield FoldOutcome(fold, result.metrics, result.val, fold_model)
+        trainer = recipe.build(run_dir / fold.name)
+        data = datamodule.with_fold(fold)
+        yield (
+            fold,
+            fit_and_test(
+                trainer, fold_model, data, announce=False, audit=False, checkpoint=checkpoint, trainer_test=False
+            ),
+        )
 
 
 def cross_validate(
@@ -125,51 +137,38 @@ def cross_validate(
     split = datamodule.split
     data = datamodule.dataset
     names = list(data.class_names)
-    folds = list(range(split.n_folds)) if options.folds_to_run is None else list(options.folds_to_run)
-    bad = [f for f in folds if not 0 <= f < split.n_folds]
+    numbers = list(range(split.n_folds)) if options.folds_to_run is None else list(options.folds_to_run)
+    bad = [f for f in numbers if not 0 <= f < split.n_folds]
     if bad:
         raise ValueError(f"cv.folds_to_run has {bad}, but this {split.strategy} split has folds 0..{split.n_folds - 1}")
     engine, reason = choose_engine(options, model, recipe)
     if engine == "sequential" and options.engine == "auto":
         log.info("folds train one after another: %s", reason)
     run_dir.mkdir(parents=True, exist_ok=True)
-    datamodule.cv_stream = True
     rows: list[dict[str, Any]] = []
+    histories: list[dict[str, list[float]]] = []
     oof = OutOfFold()
     test_probs: list[torch.Tensor] = []
     external_probs: list[torch.Tensor] = []
-    scoring: EpochMetrics | None = None  # one metrics object reused for every fold (building one costs ms)
     folds_per_repeat = split.n_folds // max(1, int(split.params.get("repeats") or 1))
+    values = [datamodule.make_fold(number, seed=seed + number, stream=True) for number in numbers]
     outcomes = (
-        train_parallel(model, datamodule, recipe, run_dir, folds, seed, options.folds_per_pass, options.checkpoint)
+        train_parallel(model, datamodule, recipe, run_dir, values, options.folds_per_pass, options.checkpoint)
         if engine == "parallel"
-        else _sequential(model, datamodule, recipe, run_dir, folds, seed, options.checkpoint)
+        else _sequential(model, datamodule, recipe, run_dir, values, options.checkpoint)
     )
-    try:
-        for outcome in outcomes:
-            fold, fold_model = outcome.fold, outcome.model
-            datamodule.fold = fold
-            row = {"fold": fold, "repeat": fold // folds_per_repeat, **outcome.metrics}
-            rows.append(row)
-            if outcome.val is not None:
-                oof.add(datamodule.indices("val"), outcome.val.probs.numpy(), fold, row["repeat"])
-            device = fold_model.device
-            if scoring is None:
-                hp = fold_model.hparams
-                scoring = EpochMetrics(hp.num_classes, hp.class_names, sync=False).to(device)
-            if outcome.test_probs is not None:
-                test_probs.append(outcome.test_probs)
-            elif len(split.test):
-                loader = datamodule.loader(split.test, shard=False, device=device)
-                test_probs.append(score(fold_model, loader, "test", scoring).probs)
-            if outcome.external_probs is not None:
-                external_probs.append(outcome.external_probs)
-            elif datamodule.test_source:
-                loader = datamodule.external_loader(device)
-                external_probs.append(score(fold_model, loader, "external", scoring).probs)
-            log.info(fold_line(fold, row))
-    finally:
-        datamodule.cv_stream = False
+    for fold, result in outcomes:
+        assert fold.number is not None
+        row = {"fold": fold.number, "repeat": fold.number // folds_per_repeat, **result.metrics}
+        rows.append(row)
+        histories.append(result.history)
+        if result.val is not None:
+            oof.add(fold.val, result.val.probs.numpy(), fold.number, row["repeat"])
+        if result.test is not None:
+            test_probs.append(result.test.probs)
+        if result.external is not None:
+            external_probs.append(result.external.probs)
+        log.info(fold_line(fold.number, row))
 
     summary = summarize(rows)
     summary.update(oof.pooled(data.labels, names))
@@ -185,7 +184,7 @@ def cross_validate(
         "strategy": split.strategy,
         "engine": engine,
         "n_folds": split.n_folds,
-        "folds_run": folds,
+        "folds_run": numbers,
         "n_dev": len(split.dev),
         "n_test": len(split.test),
         "seconds": time.perf_counter() - start,
@@ -193,24 +192,21 @@ def cross_validate(
     write_csv(run_dir / "folds.csv", rows)
     oof.write(run_dir / "oof.csv", data)
     write_json(run_dir / "summary.json", summary)
-    return CVResult(run_dir, summary, rows)
+    return CVResult(run_dir, summary, rows, histories)
 
 
 def _refit(
     model: L.LightningModule, datamodule: Any, recipe: TrainerRecipe, run_dir: Path, seed: int
 ) -> dict[str, float]:
     """One model trained on all development data (no validation), scored on the test split."""
-    datamodule.refit = True
-    try:
-        L.seed_everything(seed, workers=True, verbose=False)
-        refit_model = fresh_model(model)
-        trainer = recipe.build(run_dir / "refit", monitor=None)
-        result = fit_and_test(trainer, refit_model, datamodule, announce=False, audit=False)
-    finally:
-        datamodule.refit = False
+    fold = datamodule.refit_fold(seed)
+    L.seed_everything(seed, workers=True, verbose=False)
+    refit_model = fresh_model(model)
+    trainer = recipe.build(run_dir / fold.name, monitor=None)
+    result = fit_and_test(trainer, refit_model, datamodule.with_fold(fold), announce=False, audit=False)
     log.info(
         "Refit on all %d development images: test acc %.2f %%",
-        len(datamodule.split.dev),
+        len(fold.train),
         100 * result.metrics.get("test/acc", math.nan),
     )
     return {f"refit/{k}": v for k, v in result.metrics.items() if k.startswith(("test/", "external/"))}
@@ -243,7 +239,7 @@ def estimate_seconds(
     model: Any, datamodule: Any, engine: str, n_folds: int, max_epochs: int, per_pass: int | None = None
 ) -> float:
     """Rough wall time of the whole cross-validation, from timing a few optimizer steps on real batches."""
-    train = datamodule.indices("train", fold=0)
+    train = datamodule.split.train(0)
     batch = datamodule.train_batch_size(len(train))
     heads = min(n_folds, per_pass or folds_per_pass(model, batch, n_folds, torch.device("cpu")))
     net: torch.nn.Module = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -14,15 +15,10 @@ import torch
 from torch import Tensor
 
 from medmnist_lit.data.cache import load_dataset
+from medmnist_lit.data.fold import Fold, fold_loader, fold_transform, split_fold
 from medmnist_lit.data.imageset import ImageSet
 from medmnist_lit.data.layout import DataError, require_source
-from medmnist_lit.data.loaders import (
-    BatchLoader,
-    EpochSampler,
-    PixelTransform,
-    Sampling,
-    auto_steps_per_block,
-)
+from medmnist_lit.data.loaders import BatchLoader, EpochSampler, PixelTransform
 from medmnist_lit.splits.groups import exact_duplicate_groups, merge_groups, read_group_csv
 from medmnist_lit.splits.split import Split
 from medmnist_lit.splits.strategies import make_split, stratified_subset
@@ -65,16 +61,12 @@ class MedMNISTDataModule(L.LightningDataModule):
             replacement).
         drop_last: Drop the last, smaller training batch of each epoch.
         standardize: Standardise pixels with the mean and std of the training part only.
-        steps_per_block: Mini-batches handed to the model per Lightning batch; ``None`` chooses about 2,048
-            samples per block. Results do not depend on it; 1 restores one Lightning batch per step.
         test_source: A second dataset with the same class names (matched by name) on which every trained model
             is also scored, reported as ``external/…`` ("train in source 1, use in source 2").
 
-    Cross-validation (``medmnist-lit cv``) sets :attr:`cv_stream`: every fold then draws its training batches from
-    one shuffled stream over the development set with its own validation samples masked out, which is what
-    lets all folds train in one pass (see :mod:`medmnist_lit.cv.fold_parallel`); the stream's batch size is scaled so
-    that a fold's batches hold ``batch_size`` samples on average. :attr:`refit` trains on the whole development
-    set (no validation part).
+    The loaders serve one fold, a :class:`~medmnist_lit.data.fold.Fold` value: fold ``fold`` of the split, or the
+    one given to :meth:`with_fold` (cross-validation makes its folds with :meth:`make_fold` and :meth:`refit_fold`
+    and hands each to the code that trains it). Nothing else changes what a DataModule serves.
     """
 
     def __init__(
@@ -103,7 +95,6 @@ class MedMNISTDataModule(L.LightningDataModule):
         sampling: Literal["shuffle", "replacement", "balanced"] = "shuffle",
         drop_last: bool = False,
         standardize: bool = False,
-        steps_per_block: int | None = None,
         test_source: str | None = None,
     ) -> None:
         super().__init__()
@@ -112,8 +103,6 @@ class MedMNISTDataModule(L.LightningDataModule):
             raise ValueError(f"data.batch_size must be a positive integer or 'full', got {batch_size!r}")
         if eval_batch_size < 1:
             raise ValueError(f"data.eval_batch_size must be positive, got {eval_batch_size}")
-        if steps_per_block is not None and steps_per_block < 1:
-            raise ValueError(f"data.steps_per_block must be positive or null, got {steps_per_block}")
         if subset is not None and subset < 2:
             raise ValueError(f"data.subset must be at least 2 images, got {subset}")
         self.source = source
@@ -139,14 +128,10 @@ class MedMNISTDataModule(L.LightningDataModule):
         self.sampling = sampling
         self.drop_last = drop_last
         self.standardize = standardize
-        self.steps_per_block = steps_per_block
         self.test_source = test_source
-        #: Cross-validation mode: training batches come from the shared development-set stream.
-        self.cv_stream = False
-        #: Refit mode: train on all development samples, no validation part.
-        self.refit = False
         self._tensors: dict[tuple[str, torch.device], tuple[Tensor, Tensor]] = {}
-        self._transforms: dict[tuple[int, bool], PixelTransform] = {}
+        self._transforms: dict[int | None, PixelTransform] = {}
+        self._fold: Fold | None = None  # set once: by with_fold, or on first use from data.fold
 
     # ----------------------------------------------------------------------------------------- data
     @cached_property
@@ -218,21 +203,62 @@ class MedMNISTDataModule(L.LightningDataModule):
             raise ValueError(f"data.fold={self.fold} is out of range: this split has {split.n_folds} folds")
         return split
 
-    def indices(self, part: Literal["train", "val", "test", "dev"], fold: int | None = None) -> np.ndarray:
-        """Sample indices of ``part`` for ``fold`` (default: :attr:`fold`; in refit mode train is all of dev)."""
-        fold = self.fold if fold is None else fold
-        if part == "train":
-            return self.split.dev if self.refit else self.split.train(fold)
-        if part == "val":
-            return np.zeros(0, dtype=np.int64) if self.refit else self.split.val[fold]
-        if part == "test":
-            return self.split.test
-        if part == "dev":
-            return self.split.dev
+    # ---------------------------------------------------------------------------------------- folds
+    def make_fold(self, number: int, *, seed: int | None = None, stream: bool = False) -> Fold:
+        """Fold ``number`` of the split as a value; ``seed``: its run's; ``stream``: a cross-validation fold.
+
+        A stream fold draws its training batches from the development set's shared stream, so it sees the same
+        batches whether the folds train one after another or together (see :class:`~medmnist_lit.data.fold.Fold`).
+        """
+        size = self.batch_size if stream else None
+        return split_fold(self.split, number, self._transform(number), seed=seed, stream_batch_size=size)
+
+    def refit_fold(self, seed: int | None = None) -> Fold:
+        """All development data as one fold (no validation part), for a model refit after cross-validation."""
+        return split_fold(self.split, None, self._transform(None), seed=seed)
+
+    def _transform(self, key: int | None) -> Callable[[np.ndarray], PixelTransform]:
+        def transform(train: np.ndarray) -> PixelTransform:
+            if key not in self._transforms:  # standardisation statistics: one pass over the fold's images, once
+                channels = self.input_shape[0]
+                self._transforms[key] = fold_transform(self.dataset.images, train, channels, self.standardize)
+            return self._transforms[key]
+
+        return transform
+
+    def with_fold(self, fold: Fold) -> MedMNISTDataModule:
+        """A DataModule that serves ``fold``, sharing this one's data, split and caches.
+
+        Its hyperparameters (saved in checkpoints) name the fold, so ``validate --ckpt_path`` with a fold's
+        checkpoint validates that fold.
+        """
+        hparams = {k: v for k, v in self.hparams.items() if not k.startswith("_")}
+        if fold.number is not None:
+            hparams["fold"] = fold.number
+        other = type(self)(**hparams)
+        for name in ("dataset", "split", "external"):  # cached: shared, never recomputed
+            if name in self.__dict__:
+                other.__dict__[name] = self.__dict__[name]
+        other._tensors, other._transforms, other._fold = self._tensors, self._transforms, fold
+        return other
+
+    @property
+    def selected_fold(self) -> Fold:
+        """The fold this DataModule serves: the one given to :meth:`with_fold`, else fold ``data.fold``."""
+        if self._fold is None:
+            self._fold = self.make_fold(self.fold)
+        return self._fold
+
+    def indices(self, part: Literal["train", "val", "test", "dev"]) -> np.ndarray:
+        """Sample indices of ``part``: ``train``/``val`` of :attr:`selected_fold`; the split's ``test``/``dev``."""
+        if part in ("train", "val"):
+            return self.selected_fold.train if part == "train" else self.selected_fold.val
+        if part in ("test", "dev"):
+            return self.split.test if part == "test" else self.split.dev
         raise ValueError(f"unknown part {part!r}")
 
     def class_counts(self, part: Literal["train", "val", "test", "dev"] = "train") -> np.ndarray:
-        """Samples per class in ``part`` of the current fold."""
+        """Samples per class in ``part`` (of :attr:`selected_fold` for ``train`` and ``val``)."""
         labels = self.dataset.labels[self.indices(part)]
         return np.bincount(labels, minlength=self.num_classes)
 
@@ -266,21 +292,8 @@ class MedMNISTDataModule(L.LightningDataModule):
 
     @property
     def transform(self) -> PixelTransform:
-        """Pixel conversion of the current fold; standardisation statistics come from its training part only."""
-        return self.fold_transform(self.fold, self.refit)
-
-    def fold_transform(self, fold: int, refit: bool = False) -> PixelTransform:
-        """Pixel conversion of ``fold`` (of all development data with ``refit``), computed once and kept."""
-        key = (fold, refit)
-        if key not in self._transforms:
-            channels = self.input_shape[0]
-            if not self.standardize:
-                self._transforms[key] = PixelTransform.unit(channels)
-            else:
-                train = self.split.dev if refit else self.split.train(fold)
-                mean, std = _channel_stats(np.asarray(self.dataset.images[train]).reshape(-1, channels))
-                self._transforms[key] = PixelTransform.standardize(torch.as_tensor(mean), torch.as_tensor(std))
-        return self._transforms[key]
+        """Pixel conversion of :attr:`selected_fold` (standardisation statistics of its training part only)."""
+        return self.selected_fold.transform
 
     @cached_property
     def external(self) -> ImageSet:
@@ -332,91 +345,54 @@ class MedMNISTDataModule(L.LightningDataModule):
         self,
         index: np.ndarray,
         *,
-        train: bool = False,
-        sampling: Sampling | None = None,
-        seed: int | None = None,
         shard: bool = True,
         device: torch.device | None = None,
+        transform: PixelTransform | None = None,
     ) -> BatchLoader:
-        """A loader over the samples ``index`` on the trainer's device.
+        """An evaluation loader over the samples ``index``, in order, on the trainer's device.
 
         Args:
             index: Sample indices.
-            train: Training loader (shuffled, batch_size, blocks) rather than an evaluation loader.
-            sampling: Override the sampling policy.
-            seed: Override the batch-order seed (default: ``data.seed``).
             shard: With several processes, give each its share (``False``: every sample, in order).
             device: Where the batches live (default: the trainer's device).
+            transform: Pixel conversion (default: :attr:`selected_fold`'s).
         """
         images, labels = self.tensors(device or self._device())
         rank, world = self._world() if shard else (0, 1)
-        idx = torch.tensor(np.asarray(index), dtype=torch.int64)
-        if train:
-            policy: Sampling = sampling or self.sampling
-            batch_size = self.train_batch_size(len(index) // world)
-            # several devices: one Lightning batch per step, so gradient sync happens once per backward
-            steps = self.steps_per_block or (auto_steps_per_block(batch_size) if world == 1 else 1)
-            sampler = EpochSampler(idx, labels, policy, self.seed if seed is None else seed, rank, world)
-            return BatchLoader(
-                images,
-                labels,
-                sampler,
-                batch_size,
-                self.transform,
-                steps_per_block=steps,
-                drop_last=self.drop_last,
-            )
+        idx = torch.tensor(np.asarray(index), dtype=torch.int64)  # a copy: split indices are read-only
         sampler = EpochSampler(idx, sampling="sequential", rank=rank, world_size=world)
-        return BatchLoader(images, labels, sampler, self.eval_batch_size, self.transform)
+        return BatchLoader(images, labels, sampler, self.eval_batch_size, transform or self.transform)
 
-    def stream_loader(self, folds: list[int], device: torch.device | None = None, masked: bool = False) -> BatchLoader:
-        """Cross-validation training batches of ``folds``: one shuffled stream over the development set.
+    def train_loader(self, fold: Fold | None = None, device: torch.device | None = None) -> BatchLoader:
+        """Shuffled training mini-batches of ``fold`` (default: :attr:`selected_fold`), one per optimizer step."""
+        fold = fold or self.selected_fold
+        images, labels = self.tensors(device or self._device())
+        rank, world = self._world()
+        batch_size = self.train_batch_size(len(fold.train) // world)
+        return fold_loader(images, labels, [fold], self.sampling, self.seed, batch_size, self.drop_last, rank, world)
 
-        Each fold's validation (and ``train_fraction``-excluded) samples are masked out of every batch, so all
-        folds see the same batch order. With ``masked`` the blocks carry a ``folds × batch`` keep-mask instead
-        (the fold-parallel engine).
+    def stream_loader(self, folds: Sequence[Fold], device: torch.device | None = None) -> BatchLoader:
+        """The shared cross-validation stream of ``folds`` (made with ``stream=True``), to train them together.
+
+        Every batch comes with the ``folds × batch`` membership of its samples: each fold trains on its own.
         """
         images, labels = self.tensors(device or self._device())
-        dev = self.split.dev
-        excluded = torch.zeros(len(folds), len(self.dataset), dtype=torch.bool)
-        for row, fold in enumerate(folds):
-            excluded[row, torch.as_tensor(np.array(self.split.val[fold]))] = True
-            excluded[row, torch.as_tensor(np.array(self.split.excluded[fold]))] = True
-        held = [len(v) + len(e) for v, e in zip(self.split.val, self.split.excluded, strict=True)]
-        mean_train = len(dev) - float(np.mean(held))  # the mean training-part size over all folds
-        if self.batch_size == "full":
-            batch_size = len(dev)
-        else:  # scaled so that a fold keeps batch_size samples per batch on average
-            batch_size = max(1, round(int(self.batch_size) * len(dev) / max(mean_train, 1.0)))
-        steps = self.steps_per_block or auto_steps_per_block(batch_size)
-        sampler = EpochSampler(torch.tensor(dev, dtype=torch.int64), labels, self.sampling, self.seed)
-        transforms = [self.fold_transform(f) for f in folds]
-        return BatchLoader(
-            images,
-            labels,
-            sampler,
-            batch_size,
-            PixelTransform.stack(transforms),
-            steps_per_block=steps,
-            drop_last=self.drop_last,
-            exclude=excluded.to(images.device),
-            masked=masked,
-        )
+        return fold_loader(images, labels, folds, self.sampling, self.seed, 1, self.drop_last, together=True)
 
     def train_dataloader(self) -> BatchLoader:
-        """Shuffled training batches of the current fold, in blocks of mini-batches."""
-        if self.cv_stream and not self.refit:
-            return self.stream_loader([self.fold])
-        return self.loader(self.indices("train"), train=True)
+        """Shuffled training mini-batches of :attr:`selected_fold`."""
+        return self.train_loader()
 
-    def external_loader(self, device: torch.device | None = None) -> BatchLoader:
-        """Batches of the whole ``test_source`` dataset, in order, converted with the current fold's transform."""
+    def external_loader(
+        self, device: torch.device | None = None, transform: PixelTransform | None = None
+    ) -> BatchLoader:
+        """Batches of the whole ``test_source`` dataset, in order, converted like :attr:`selected_fold`'s."""
         images, labels = self.tensors(device or self._device(), "external")
         sampler = EpochSampler(torch.arange(len(labels)), sampling="sequential")
-        return BatchLoader(images, labels, sampler, self.eval_batch_size, self.transform)
+        return BatchLoader(images, labels, sampler, self.eval_batch_size, transform or self.transform)
 
     def val_dataloader(self) -> BatchLoader | list[BatchLoader]:
-        """Validation batches of the current fold (none when there is no validation part, e.g. a refit)."""
+        """Validation batches of :attr:`selected_fold` (none when it has no validation part, e.g. a refit)."""
         index = self.indices("val")
         return self.loader(index) if len(index) else []
 
@@ -429,7 +405,7 @@ class MedMNISTDataModule(L.LightningDataModule):
         return self.loader(self.indices("test"))
 
     def describe(self) -> dict[str, Any]:
-        """Sizes of the parts of the current fold, for logs and summaries."""
+        """Sizes of the parts of :attr:`selected_fold`, for logs and summaries."""
         split = self.split
         return {
             "source": self.dataset.source,
@@ -438,7 +414,7 @@ class MedMNISTDataModule(L.LightningDataModule):
             "n_val": len(self.indices("val")),
             "n_test": len(split.test),
             "n_folds": split.n_folds,
-            "fold": self.fold,
+            "fold": self.selected_fold.number,
         }
 
 
@@ -465,16 +441,3 @@ def match_classes(other: ImageSet, reference: ImageSet) -> ImageSet:
         )
     order = np.array([reference.class_names.index(name) for name in other.class_names], dtype=np.int64)
     return replace(other, labels=order[other.labels], class_names=reference.class_names)
-
-
-def _channel_stats(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact per-channel mean and std on the [0, 1] scale, from a 256-bin histogram (fast on uint8)."""
-    values = np.arange(256, dtype=np.float64) / 255
-    means, stds = [], []
-    for c in range(pixels.shape[1]):
-        hist = np.bincount(pixels[:, c], minlength=256).astype(np.float64)
-        total = hist.sum()
-        mean = (hist * values).sum() / total
-        means.append(mean)
-        stds.append(np.sqrt((hist * (values - mean) ** 2).sum() / total))
-    return np.asarray(means, dtype=np.float32), np.asarray(stds, dtype=np.float32)

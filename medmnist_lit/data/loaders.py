@@ -1,13 +1,9 @@
 """Lean batch iteration over in-memory tensors.
 
-A :class:`BatchLoader` is what the DataModule hands to the Lightning Trainer instead of a ``DataLoader``:
-batches are index slices of one uint8 tensor that already lives on the training device, converted to
-float per batch. There is no per-image Python work, no collation and no worker process inside an epoch.
-
-For training, the loader yields :class:`Block` objects that hold several consecutive mini-batches. The
-:class:`~medmnist_lit.model.classifier.Classifier` takes one optimizer step per mini-batch, so the optimisation is
-exactly mini-batch SGD with the configured batch size, while Lightning's per-batch machinery (hooks,
-progress bar, logging) runs once per block. This is what makes small batches cheap.
+A :class:`BatchLoader` is what the DataModule hands to the Lightning Trainer instead of a ``DataLoader``: batches
+are index slices of one uint8 tensor that already lives on the training device, converted to float per batch.
+There is no per-image Python work, no collation and no worker process inside an epoch. Every batch is one
+mini-batch: Lightning takes one optimizer step per batch, as its documentation says.
 """
 
 from __future__ import annotations
@@ -22,10 +18,6 @@ from torch import Tensor
 
 Sampling = Literal["shuffle", "replacement", "balanced", "sequential"]
 SAMPLINGS: tuple[str, ...] = ("shuffle", "replacement", "balanced", "sequential")
-
-#: Samples per block when ``steps_per_block`` is automatic: enough to amortise Lightning's per-batch
-#: overhead (a few hundred microseconds) over many optimizer steps.
-AUTO_BLOCK_SAMPLES = 2048
 
 
 @dataclass(frozen=True)
@@ -76,52 +68,6 @@ class PixelTransform:
 def gather(images: Tensor, index: Tensor) -> Tensor:
     """Rows ``index`` of ``images`` (``index_select`` copies whole rows: several times faster than indexing)."""
     return images.index_select(0, index)
-
-
-class Block:
-    """Consecutive mini-batches of one training epoch, gathered lazily when iterated.
-
-    Gathering lazily keeps each mini-batch in cache between its gather and its use.
-
-    With ``exclude`` (a ``folds × N`` boolean mask of samples each fold must not train on) a single fold's
-    excluded samples are dropped from each mini-batch, or, with ``masked``, every mini-batch comes with a
-    ``folds × batch`` keep-mask as a third element (the fold-parallel engine).
-    """
-
-    def __init__(
-        self,
-        images: Tensor,
-        labels: Tensor,
-        index: Tensor,
-        batch_size: int,
-        transform: PixelTransform,
-        exclude: Tensor | None = None,
-        masked: bool = False,
-    ) -> None:
-        self.images = images
-        self.labels = labels
-        self.transform = transform
-        self.exclude = exclude
-        self.masked = masked
-        if exclude is not None and not masked:
-            # one fold: drop its excluded samples from each mini-batch here, once per block, so that the
-            # boolean indexing (a host-device sync on a GPU) does not run at every step
-            keep = ~exclude[0, index]
-            padded = torch.nn.functional.pad(keep.to(torch.int64), (0, -len(keep) % batch_size))
-            self.parts = index[keep].split(padded.view(-1, batch_size).sum(1).tolist())
-        else:
-            self.parts = index.split(batch_size)
-
-    def __len__(self) -> int:
-        return len(self.parts)
-
-    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
-        exclude = self.exclude
-        for part in self.parts:
-            if exclude is None or not self.masked:
-                yield self.transform(gather(self.images, part)), self.labels[part]
-            else:
-                yield self.transform(gather(self.images, part)), self.labels[part], ~exclude[:, part]
 
 
 class EpochSampler:
@@ -197,7 +143,12 @@ class EpochSampler:
 
 
 class BatchLoader:
-    """An iterable of batches sliced from in-memory tensors; Lightning accepts it as a dataloader.
+    """An iterable of ``(x, y)`` mini-batches sliced from in-memory tensors; Lightning accepts it as a dataloader.
+
+    Cross-validation streams draw every fold's batches from one shuffled order of the development set
+    (:meth:`~medmnist_lit.data.datamodule.MedMNISTDataModule.stream_loader`); ``members`` says which samples each
+    fold trains on. With one fold (an ``N`` mask) each batch keeps only that fold's samples (it may be empty);
+    with several (``F×N``) every batch comes with the ``F×B`` membership of its samples as a third element.
 
     Args:
         images: uint8 tensor ``N×C×H×W`` (ideally already on the training device).
@@ -205,11 +156,8 @@ class BatchLoader:
         sampler: Decides which samples each epoch visits and in what order.
         batch_size: Samples per mini-batch.
         transform: Pixel conversion applied per batch.
-        steps_per_block: Mini-batches per yielded :class:`Block` (training); ``None`` yields plain
-            ``(x, y)`` batches (evaluation).
         drop_last: Drop a last mini-batch smaller than ``batch_size``.
-        exclude: ``folds × N`` mask of samples each fold must not train on (cross-validation streams).
-        masked: Yield keep-masks with the batches instead of dropping excluded samples (see :class:`Block`).
+        members: ``N`` or ``F×N`` boolean mask of the samples each fold trains on (cross-validation streams).
     """
 
     #: Lightning inspects ``sampler``/``batch_sampler`` like a ``DataLoader``'s (``set_epoch``, shuffle checks).
@@ -222,10 +170,8 @@ class BatchLoader:
         sampler: EpochSampler,
         batch_size: int,
         transform: PixelTransform,
-        steps_per_block: int | None = None,
         drop_last: bool = False,
-        exclude: Tensor | None = None,
-        masked: bool = False,
+        members: Tensor | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -234,34 +180,35 @@ class BatchLoader:
         self.sampler = sampler
         self.batch_size = batch_size
         self.transform = transform.to(images.device)
-        self.steps_per_block = steps_per_block
         self.drop_last = drop_last
-        self.exclude = exclude
-        self.masked = masked
+        self.members = None if members is None else members.to(images.device)
 
     @property
     def num_batches(self) -> int:
-        """Mini-batches per epoch."""
+        """Mini-batches (optimizer steps) per epoch."""
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __len__(self) -> int:
-        if self.steps_per_block is None:
-            return self.num_batches
-        return math.ceil(self.num_batches / self.steps_per_block)
+        return self.num_batches
 
-    def __iter__(self) -> Iterator[Block | tuple[Tensor, ...]]:
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
         order = self.sampler.order().to(self.images.device)
         if self.drop_last:
             order = order[: self.num_batches * self.batch_size]
-        if self.steps_per_block is None:
-            for part in order.split(self.batch_size):
-                yield self.transform(gather(self.images, part)), self.labels[part]
+        members = self.members
+        if members is not None and members.dim() == 1:
+            # one fold of a stream: drop the samples it does not train on from each batch, splitting once per
+            # epoch so that the boolean indexing (a host-device sync on a GPU) does not run at every step
+            keep = members[order]
+            padded = torch.nn.functional.pad(keep.to(torch.int64), (0, -len(keep) % self.batch_size))
+            parts = order[keep].split(padded.view(-1, self.batch_size).sum(1).tolist())
         else:
-            for chunk in order.split(self.batch_size * self.steps_per_block):
-                yield Block(self.images, self.labels, chunk, self.batch_size, self.transform, self.exclude, self.masked)
-
-
-def auto_steps_per_block(batch_size: int) -> int:
-    """Mini-batches per block so that a block holds about :data:`AUTO_BLOCK_SAMPLES` samples."""
-    return max(1, AUTO_BLOCK_SAMPLES // batch_size)
+            parts = order.split(self.batch_size)
+        images, labels, transform = self.images, self.labels, self.transform
+        if members is not None and members.dim() == 2:
+            for part in parts:
+                yield transform(gather(images, part)), labels.index_select(0, part), members[:, part]
+        else:
+            for part in parts:
+                yield transform(gather(images, part)), labels.index_select(0, part)

@@ -10,15 +10,12 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CyclicLR, OneCycleLR, ReduceLROnPlateau
 
-from medmnist_lit.data.loaders import Block
 from medmnist_lit.model.heads import ActivationName, HeadName, build_head
 from medmnist_lit.model.metrics import EpochMetrics
 
@@ -47,43 +44,6 @@ def instantiate(config: dict[str, Any], first: Any, default_module: str) -> Any:
     return cls(first, **dict(config.get("init_args") or {}))
 
 
-#: Hooks that run between a loss and its optimizer step; if nobody overrides them, the lean step skips them.
-STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
-
-
-def lean_steps_possible(trainer: L.Trainer, module: L.LightningModule) -> bool:
-    """Whether optimizer steps may bypass Lightning's per-step wrappers without changing anything.
-
-    Lightning's ``manual_backward`` and ``LightningOptimizer.step`` dispatch the step hooks to every callback and
-    route through the precision plugin, a few hundred microseconds per step: most of an epoch at small batches.
-    With plain 32-bit precision on one device and no callback or module hook on those steps, a direct
-    ``loss.backward()`` and ``optimizer.step()`` is the same computation.
-    """
-    from lightning.pytorch.plugins.precision import Precision
-    from lightning.pytorch.strategies import SingleDeviceStrategy
-
-    if type(trainer.precision_plugin) is not Precision or type(trainer.strategy) is not SingleDeviceStrategy:
-        return False
-    callbacks: list[Callback] = getattr(trainer, "callbacks", [])  # set at run time, not declared
-    hooked = [cb for cb in callbacks if any(is_overridden(h, cb, Callback) for h in STEP_HOOKS)]
-    return not hooked and not any(is_overridden(h, module, L.LightningModule) for h in STEP_HOOKS)
-
-
-def backward_and_step(module: L.LightningModule, optimizer: Any, loss: Tensor, lean: bool) -> None:
-    """``manual_backward`` then ``optimizer.step()``; with ``lean`` the same without Lightning's wrappers.
-
-    The lean path keeps Lightning's step bookkeeping (``global_step``, the profiler's ``optimizer_step``).
-    """
-    if lean and hasattr(optimizer, "_on_before_step"):
-        loss.backward()
-        optimizer._on_before_step()
-        optimizer.optimizer.step()
-        optimizer._on_after_step()
-    else:
-        module.manual_backward(loss)
-        optimizer.step()
-
-
 def scheduler_interval(scheduler: Any, interval: str = "auto") -> str:
     """``"step"`` for per-batch schedules (cyclic, one-cycle), else ``"epoch"``, unless forced."""
     if interval != "auto":
@@ -106,9 +66,9 @@ def step_scheduler(scheduler: Any, metrics: Mapping[str, Any], monitor: str) -> 
 class Classifier(L.LightningModule):
     """Cross-entropy training of a logistic-regression or MLP head on flattened images.
 
-    Optimisation is manual: each Lightning batch may be a :class:`~medmnist_lit.data.loaders.Block` of several
-    mini-batches and the model takes one optimizer step per mini-batch (see :mod:`medmnist_lit.data.loaders`).
-    Learning-rate schedulers given here are stepped per optimizer step or per epoch, as Lightning would.
+    Lightning's automatic optimization: each batch is one mini-batch, :meth:`training_step` returns its loss and
+    Lightning does the rest (backward, gradient clipping and accumulation, the optimizer step, schedulers per
+    ``interval``), so every Trainer argument and callback hook means what Lightning's documentation says.
 
     Args:
         num_classes: Number of classes (linked from the data).
@@ -148,7 +108,6 @@ class Classifier(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.automatic_optimization = False
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names else None
         self.label_smoothing = label_smoothing
@@ -173,7 +132,6 @@ class Classifier(L.LightningModule):
         self.history: dict[str, list[float]] = {}
         #: Last computed confusion matrix per stage.
         self.confusion: dict[str, Tensor] = {}
-        self._lean = False
 
     # -------------------------------------------------------------------------------------- model
     def make_head(self) -> nn.Module:
@@ -226,26 +184,15 @@ class Classifier(L.LightningModule):
         self.class_weight = counts.sum() / (len(counts) * counts.clamp_min(1))
 
     # ----------------------------------------------------------------------------------- training
-    def training_step(self, batch: Block | tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        """One optimizer step per mini-batch of the block; returns the last mini-batch's loss (detached)."""
-        optimizer = self.optimizers()
-        assert not isinstance(optimizer, list), "Classifier trains with a single optimizer"
-        metrics = self.train_metrics
-        steps: Iterable[tuple[Tensor, ...]] = batch if isinstance(batch, Block) else (batch,)
-        for x, y in steps:
-            logits = self(x)
-            # a cross-validation batch may hold none of this fold's samples: a zero-gradient step keeps every
-            # fold on the shared step count (as the fold-parallel engine does)
-            loss = self.loss(logits, y) if len(y) else logits.sum()
-            optimizer.zero_grad(set_to_none=True)
-            backward_and_step(self, optimizer, loss, self._lean)
-            self._step_schedulers("step")
-            metrics.update(logits, y, loss)
-        return loss.detach()
-
-    def on_train_start(self) -> None:
-        """Decide once whether optimizer steps can take the lean path (see :func:`lean_steps_possible`)."""
-        self._lean = lean_steps_possible(self.trainer, self)
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """The loss of one mini-batch; Lightning takes the optimizer step."""
+        x, y = batch
+        logits = self(x)
+        # a cross-validation stream batch may hold none of this fold's samples: a zero loss with zero gradients
+        # still takes its step, keeping every fold on the shared step count (as the fold-parallel engine does)
+        loss = self.loss(logits, y) if len(y) else logits.sum()
+        self.train_metrics.update(logits, y, loss)
+        return loss
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: Stage) -> None:
         x, y = batch
@@ -285,9 +232,8 @@ class Classifier(L.LightningModule):
         return logged
 
     def on_train_epoch_end(self) -> None:
-        """Log training metrics and step per-epoch schedulers."""
+        """Log training metrics."""
         self._log_stage("train")
-        self._step_schedulers("epoch")
 
     def on_validation_epoch_end(self) -> None:
         """Log validation metrics."""
@@ -305,7 +251,9 @@ class Classifier(L.LightningModule):
     def build_optimization(self, parameters: Iterable[Any]) -> Any:
         """The configured optimizer over ``parameters`` and its scheduler, as ``configure_optimizers`` returns.
 
-        A ``monitor`` in the scheduler's ``init_args`` (for ``ReduceLROnPlateau``) sets :attr:`monitor`.
+        The scheduler comes in Lightning's dict with its ``interval`` (per optimizer step or per epoch) and, for
+        ``ReduceLROnPlateau``, the metric it watches: :attr:`monitor`, or a ``monitor`` in the scheduler's
+        ``init_args`` (LightningCLI's ``ReduceLROnPlateau`` takes one).
         """
         optimizer: Optimizer = instantiate(self.optimizer_config, parameters, "torch.optim")
         if not self.lr_scheduler_config:
@@ -315,12 +263,8 @@ class Classifier(L.LightningModule):
         self.monitor = init_args.pop("monitor", None) or self.monitor
         scheduler = instantiate({**config, "init_args": init_args}, optimizer, "torch.optim.lr_scheduler")
         interval = scheduler_interval(scheduler, self.lr_scheduler_interval)
-        # no "monitor" key: in manual optimisation Lightning ignores it (and says so); _step_schedulers uses it
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
-
-    def _step_schedulers(self, interval: str) -> None:
-        # manual optimisation: Lightning leaves scheduler stepping to the module, so mirror what its automatic
-        # loop does (interval and plateau handling)
-        for config in self.trainer.lr_scheduler_configs:
-            if config.interval == interval:
-                step_scheduler(config.scheduler, self.trainer.callback_metrics, self.monitor)
+        schedule: dict[str, Any] = {"scheduler": scheduler, "interval": interval, "frequency": 1}
+        if isinstance(scheduler, ReduceLROnPlateau):
+            # strict=False: a run without validation (a refit) warns that the metric is missing instead of failing
+            schedule.update(monitor=self.monitor, strict=False)
+        return {"optimizer": optimizer, "lr_scheduler": schedule}

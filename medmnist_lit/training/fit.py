@@ -11,13 +11,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from torch import Tensor
 
-from medmnist_lit.callbacks import EpochSummary, ProgressBar, RunArtifacts
+from medmnist_lit.callbacks import EpochNumberCheckpoint, EpochSummary, ProgressBar, RunArtifacts
 from medmnist_lit.callbacks.run_artifacts import run_dir
+from medmnist_lit.data.fold import Fold
 from medmnist_lit.model.metrics import EpochMetrics
 from medmnist_lit.utils.checkpoints import check_compatible, load_checkpoint, secure_trainer
 from medmnist_lit.utils.files import write_json
@@ -40,15 +42,19 @@ class Scores:
 
 @dataclass
 class RunResult:
-    """What a finished ``fit`` produced.
+    """What a trained fold (a ``fit``, a cross-validation fold, a refit) produced.
 
     Attributes:
-        run_dir: The run directory.
-        metrics: Final numbers (``train/…`` and ``val/…`` of the best epoch, ``test/…`` of the best checkpoint)
-            plus ``best_epoch``, ``epochs``, sample counts and ``seconds``; also written to ``metrics.json``.
-        best_checkpoint: Path of the best checkpoint, if one was saved.
-        history: Per-epoch metrics, e.g. ``history["val/loss"]``.
-        val: The best checkpoint's validation scores with their probabilities (for out-of-fold predictions).
+        run_dir: The run directory (the fold's directory in cross-validation).
+        metrics: Final numbers (``train/…`` of the scored epoch, ``val/…``, ``test/…`` and ``external/…`` of its
+            weights) plus ``best_epoch`` (the scored epoch, counted from 1), ``epochs``, sample counts and
+            ``seconds``; also written to ``metrics.json``.
+        best_checkpoint: Path of the checkpoint that was scored, if one was saved.
+        history: Per-epoch metrics, e.g. ``history["val/loss"]`` (epoch ``k`` at index ``k - 1``).
+        val: Validation scores with their probabilities (for out-of-fold predictions).
+        test: Test scores with their probabilities, when scored here (for a fold ensemble); ``None`` when the
+            Trainer tested (``fit``: ``metrics`` has them) or there is no test split.
+        external: Scores on the ``test_source`` data, if any.
     """
 
     run_dir: Path
@@ -56,6 +62,8 @@ class RunResult:
     best_checkpoint: str | None = None
     history: dict[str, list[float]] = field(default_factory=dict)
     val: Scores | None = None
+    test: Scores | None = None
+    external: Scores | None = None
 
 
 def default_callbacks(
@@ -63,19 +71,19 @@ def default_callbacks(
 ) -> list[Callback]:
     """Fresh instances of the callbacks every training run has.
 
-    ModelCheckpoint keeps the best epoch by ``monitor`` (lowest) and the last one; LearningRateMonitor logs the
-    learning rate actually applied; EpochSummary prints one line per epoch; RunArtifacts writes the split,
-    curves and confusion matrix.
+    A checkpoint of the best epoch by ``monitor`` (lowest; ``best-epoch005.ckpt`` for the fifth epoch) and of the
+    last one; LearningRateMonitor logs the learning rate applied at every optimizer step, against the step;
+    EpochSummary prints one line per epoch; RunArtifacts writes the split, curves and confusion matrix.
     """
     callbacks: list[Callback] = [
-        ModelCheckpoint(
+        EpochNumberCheckpoint(
             monitor=monitor,
             mode="min",
             save_last=True,
-            filename="best-epoch{epoch:03d}" if monitor else "epoch{epoch:03d}",
+            filename="best-epoch{epoch_number:03d}" if monitor else "epoch{epoch_number:03d}",
             auto_insert_metric_name=False,
         ),
-        LearningRateMonitor(),
+        LearningRateMonitor(logging_interval="step"),
         RunArtifacts(figures=figures),
     ]
     if epoch_lines:
@@ -95,10 +103,11 @@ def _clean(metrics: Mapping[str, Any], prefix: str) -> dict[str, float]:
 
 
 def _best_epoch(checkpoint: str | None, history: dict[str, list[float]]) -> int | None:
+    """The epoch (from 1) of ``checkpoint``, else the one with the lowest validation loss."""
     if checkpoint:
-        return int(load_checkpoint(checkpoint)["epoch"])
+        return int(load_checkpoint(checkpoint)["epoch"]) + 1  # Lightning's counter is 0-based
     losses = history.get("val/loss")
-    return int(min(range(len(losses)), key=losses.__getitem__)) if losses else None
+    return 1 + int(min(range(len(losses)), key=losses.__getitem__)) if losses else None
 
 
 @torch.inference_mode()
@@ -122,31 +131,82 @@ def score(model: Any, loader: Any, prefix: str, metrics: EpochMetrics | None = N
     return Scores({f"{prefix}/{k}": v for k, v in scalars.items()}, confusion, probs, targets)
 
 
-def evaluate(
-    trainer: L.Trainer, model: Any, datamodule: Any, ckpt_path: str | None
-) -> tuple[dict[str, float], Scores | None]:
-    """Score ``ckpt_path`` (or the model as it is): test (logged to TensorBoard), validation, external source.
+def fold_result(
+    model: Any,
+    datamodule: Any,
+    fold: Fold,
+    directory: Path,
+    history: dict[str, list[float]],
+    *,
+    scored_epoch: int | None,
+    started: float,
+    loggers: Sequence[Logger],
+    test: dict[str, float] | None = None,
+    checkpoint: str | None = None,
+    write: bool = True,
+    save_yaml: bool = True,
+    metrics: EpochMetrics | None = None,
+) -> RunResult:
+    """Turn a trained fold into its :class:`RunResult`, the same way for every engine.
 
-    Afterwards the model holds the checkpoint's weights.
+    Scores ``model`` (holding the weights of epoch ``scored_epoch``, counted from 1) on the fold's validation
+    samples, the test split (unless ``test`` already has those metrics; the scores are logged to ``loggers`` at the
+    last epoch) and the ``test_source`` data, then writes ``metrics.json`` and the HParams record.
 
-    Returns:
-        The metrics, and the validation scores with their probabilities (``None`` without validation data).
+    Args:
+        model: The trained :class:`~medmnist_lit.model.classifier.Classifier`.
+        datamodule: The :class:`~medmnist_lit.data.datamodule.MedMNISTDataModule` the fold comes from.
+        fold: The fold that was trained.
+        directory: Where ``metrics.json`` goes.
+        history: The fold's per-epoch metrics.
+        scored_epoch: The epoch whose weights ``model`` holds (``None``: the last).
+        started: ``time.perf_counter()`` when the fold started (its ``seconds`` run to now).
+        loggers: The fold's loggers.
+        test: Test metrics already computed (and logged) by ``Trainer.test``.
+        checkpoint: The checkpoint file that was scored.
+        write: Write the files (``False`` on all but the first of several processes).
+        save_yaml: Let the loggers write ``hparams.yaml`` (slow: skipped for the thousand folds of a LOO run).
+        metrics: A metrics object to reuse for scoring (building one costs milliseconds).
     """
-    secure_trainer(trainer)
-    metrics: dict[str, float] = {}
-    if len(datamodule.indices("test")):
-        metrics.update(
-            _clean(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0], "test/")
-        )
-    elif ckpt_path:
-        model.load_state_dict(load_checkpoint(ckpt_path, map_location=model.device)["state_dict"])
-    val = None
-    if len(datamodule.indices("val")):
-        val = score(model, datamodule.loader(datamodule.indices("val"), shard=False), "val")
-        metrics.update(val.metrics)
+    epochs = len(history.get("train/loss", []))
+    scored = epochs if scored_epoch is None else scored_epoch
+    result: dict[str, float] = {
+        k: v[scored - 1] for k, v in history.items() if k.startswith("train/") and 0 < scored <= len(v)
+    }
+    device, test_index = model.device, datamodule.split.test
+
+    def scores(index: np.ndarray, prefix: str) -> Scores:
+        loader = datamodule.loader(index, shard=False, device=device, transform=fold.transform)
+        return score(model, loader, prefix, metrics)
+
+    val = scores(fold.val, "val") if len(fold.val) else None
+    tested = None
+    if test is not None:
+        result.update(test)
+    elif len(test_index):
+        tested = scores(test_index, "test")
+        result.update(tested.metrics)
+        logged = {k: v for k, v in tested.metrics.items() if not math.isnan(v)}
+        for logger in loggers:
+            logger.log_metrics(logged, step=max(epochs - 1, 0))
+    if val is not None:
+        result.update(val.metrics)
+    external = None
     if getattr(datamodule, "test_source", None):
-        metrics.update(score(model, datamodule.external_loader(), "external").metrics)
-    return metrics, val
+        external = score(model, datamodule.external_loader(device, fold.transform), "external", metrics)
+        result.update(external.metrics)
+    result.update(
+        best_epoch=float(scored),
+        epochs=float(epochs),
+        n_train=float(len(fold.train)),
+        n_val=float(len(fold.val)),
+        n_test=float(len(test_index)),
+        seconds=time.perf_counter() - started,
+    )
+    if write:
+        write_json(directory / "metrics.json", result)
+        log_hparams(loggers, model, datamodule, result, save_yaml=save_yaml)
+    return RunResult(directory, result, checkpoint, history, val, tested, external)
 
 
 def log_hparams(
@@ -194,21 +254,24 @@ def fit_and_test(
     announce: bool = True,
     audit: bool = True,
     checkpoint: Literal["best", "last"] = "best",
+    trainer_test: bool = True,
 ) -> RunResult:
-    """Train, then score the best checkpoint on validation and test data; write ``metrics.json``.
+    """Train the DataModule's fold, then score the best checkpoint (or the last epoch); write ``metrics.json``.
 
     Args:
         trainer: A trainer with the callbacks of :func:`default_callbacks` (or any ModelCheckpoint).
         model: A :class:`~medmnist_lit.model.classifier.Classifier`.
-        datamodule: A :class:`~medmnist_lit.data.datamodule.MedMNISTDataModule`.
+        datamodule: A :class:`~medmnist_lit.data.datamodule.MedMNISTDataModule`; its ``selected_fold`` is trained.
         ckpt_path: Resume training from this checkpoint.
         announce: Log the test accuracy and the run directory.
         audit: Run the leakage audit of the data and split first and save it as ``leakage.json``.
         checkpoint: Score the ``best`` checkpoint (lowest validation loss) or the ``last`` epoch's weights. Picking
             the best epoch by validation loss makes that validation score optimistic; the test score stays honest.
+        trainer_test: Test with ``Trainer.test`` (its callbacks draw the confusion matrix); ``False`` scores the
+            test split directly and keeps the probabilities (cross-validation's fold ensemble).
 
     Returns:
-        The run's :class:`RunResult`.
+        The run's :class:`RunResult` (see :func:`fold_result`).
     """
     start = time.perf_counter()
     secure_trainer(trainer)
@@ -220,26 +283,26 @@ def fit_and_test(
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None if checkpoint == "best" else None
     history = {k: list(v) for k, v in getattr(model, "history", {}).items()}
-    epochs = len(history.get("train/loss", []))
-    best_epoch = _best_epoch(best, history) if checkpoint == "best" else epochs - 1
-
-    metrics: dict[str, float] = {}
-    if best_epoch is not None:
-        metrics.update({k: v[best_epoch] for k, v in history.items() if k.startswith("train/") and best_epoch < len(v)})
-    scores, val = evaluate(trainer, model, datamodule, best)
-    metrics.update(scores)
-    sizes = datamodule.describe()
-    metrics.update(
-        best_epoch=float(best_epoch if best_epoch is not None else epochs - 1),
-        epochs=float(epochs),
-        n_train=float(sizes["n_train"]),
-        n_val=float(sizes["n_val"]),
-        n_test=float(sizes["n_test"]),
-        seconds=time.perf_counter() - start,
+    scored = _best_epoch(best, history) if checkpoint == "best" else None
+    test = None
+    if trainer_test and len(datamodule.indices("test")):
+        test = _clean(trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0], "test/")
+    elif best:  # Trainer.test would have loaded it
+        model.load_state_dict(load_checkpoint(best, map_location=model.device)["state_dict"])
+    result = fold_result(
+        model,
+        datamodule,
+        datamodule.selected_fold,
+        directory,
+        history,
+        scored_epoch=scored,
+        started=start,
+        loggers=trainer.loggers,
+        test=test,
+        checkpoint=best,
+        write=trainer.is_global_zero,
     )
-    if trainer.is_global_zero:
-        write_json(directory / "metrics.json", metrics)
-        log_hparams(trainer.loggers, model, datamodule, metrics)
+    metrics = result.metrics
     if trainer.is_global_zero and announce:
         if "test/acc" in metrics:
             log.info(
@@ -248,7 +311,7 @@ def fit_and_test(
                 100 * metrics["test/acc"],
             )
         log.info("run dir: %s", directory)
-    return RunResult(directory, metrics, best, history, val)
+    return result
 
 
 def audit_run(datamodule: Any, directory: Path) -> dict[str, Any]:
@@ -300,8 +363,6 @@ def find_lr(trainer: L.Trainer, model: L.LightningModule, datamodule: Any, optio
 
     from medmnist_lit.utils.plots import save_figure
 
-    # the finder records one learning rate per Lightning batch: one optimizer step per batch
-    datamodule.steps_per_block = 1
     finder = Tuner(trainer).lr_find(
         model,
         datamodule=datamodule,

@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 import torch
 
-from medmnist_lit.cv.fold_parallel import StackedHead
 from medmnist_lit.lightning_cli import run_cv
-from medmnist_lit.model.heads import MLP
+from medmnist_lit.model.heads import MLP, StackedHead
 
 SGD = {
     "class_path": "torch.optim.SGD",

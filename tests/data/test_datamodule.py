@@ -1,6 +1,9 @@
-"""The DataModule and its in-memory loaders: batch regimes, sampling, standardisation, folds."""
+"""The DataModule and its in-memory loaders: batch regimes, sampling, standardisation, folds as values."""
 
 from __future__ import annotations
+
+import dataclasses
+import pickle
 
 import numpy as np
 import pytest
@@ -8,11 +11,11 @@ import torch
 from datagen import make_image_folder
 
 from medmnist_lit.data.datamodule import MedMNISTDataModule
-from medmnist_lit.data.loaders import Block, EpochSampler
+from medmnist_lit.data.loaders import EpochSampler
 
 
-def _steps(loader) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [step for block in loader for step in block]
+def _steps(loader) -> list[tuple[torch.Tensor, ...]]:
+    return list(loader)
 
 
 def test_minibatch_full_batch_and_online_regimes() -> None:
@@ -20,14 +23,14 @@ def test_minibatch_full_batch_and_online_regimes() -> None:
         dm = MedMNISTDataModule(batch_size=batch_size)
         loader = dm.train_dataloader()
         steps = _steps(loader)
-        assert len(steps) == loader.num_batches == expected, batch_size
+        assert len(steps) == len(loader) == loader.num_batches == expected, batch_size  # one batch per step
         assert sum(len(y) for _, y in steps) == 1077
         if batch_size == "full":
             assert len(steps[0][1]) == 1077
 
 
 def test_shuffle_visits_every_training_sample_once_per_epoch_in_a_new_order() -> None:
-    dm = MedMNISTDataModule(batch_size=100, steps_per_block=3)
+    dm = MedMNISTDataModule(batch_size=100)
     loader = dm.train_dataloader()
     first = torch.cat([y for _, y in _steps(loader)])
     loader.sampler.set_epoch(1)
@@ -37,7 +40,7 @@ def test_shuffle_visits_every_training_sample_once_per_epoch_in_a_new_order() ->
     assert torch.equal(first.sort().values, second.sort().values)  # ... of the same samples
     train = torch.as_tensor(dm.indices("train"))
     assert torch.equal(first.sort().values, dm.tensors()[1][train].sort().values)
-    assert all(isinstance(block, Block) and len(block) <= 3 for block in loader)
+    assert [len(y) for _, y in loader] == [100] * 10 + [77]
 
 
 def test_epoch_order_depends_only_on_seed_and_epoch() -> None:
@@ -88,23 +91,44 @@ def test_standardisation_uses_the_training_part_only() -> None:
 def test_folds_and_refit_parts() -> None:
     dm = MedMNISTDataModule(split="kfold", folds=4, fold=2)
     split = dm.split
-    assert np.array_equal(dm.indices("val"), split.val[2])
+    assert np.array_equal(dm.indices("val"), split.val[2]) and dm.selected_fold.number == 2
     assert len(np.intersect1d(dm.indices("train"), dm.indices("val"))) == 0
-    dm.refit = True
-    assert np.array_equal(dm.indices("train"), split.dev) and len(dm.indices("val")) == 0
+    refit = dm.with_fold(dm.refit_fold())
+    assert np.array_equal(refit.indices("train"), split.dev) and len(refit.indices("val")) == 0
+    assert refit.val_dataloader() == [] and refit.selected_fold.name == "refit"
     with pytest.raises(ValueError, match="fold=7 is out of range"):
         _ = MedMNISTDataModule(split="kfold", folds=4, fold=7).split
 
 
+def test_a_fold_is_a_value_the_datamodule_serves_without_changing() -> None:
+    dm = MedMNISTDataModule(split="kfold", folds=3, standardize=True)
+    fold = dm.make_fold(1, seed=7)
+    served = dm.with_fold(fold)
+    assert served is not dm and served.selected_fold is fold and served.hparams["fold"] == 1
+    assert dm.selected_fold.number == 0 and dm.hparams["fold"] == 0  # the original still serves its own fold
+    assert served.split is dm.split and served.dataset is dm.dataset  # shared, not recomputed
+    y = torch.cat([y for _, y in served.train_dataloader()])
+    assert len(y) == len(fold.train) and served.transform is fold.transform is not dm.transform
+    again = pickle.loads(pickle.dumps(fold))  # a value: it travels to another process
+    assert again.number == 1 and again.seed == 7 and np.array_equal(again.val, fold.val)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fold.number = 2  # type: ignore[misc]
+
+
 def test_cross_validation_stream_masks_each_folds_validation_samples() -> None:
     dm = MedMNISTDataModule(split="kfold", folds=3, batch_size=32)
-    dm.fold, dm.cv_stream = 1, True
-    loader = dm.train_dataloader()
-    kept = torch.cat([part[~block.exclude[0, part]] for block in loader for part in block.parts])
-    assert sorted(kept.tolist()) == dm.indices("train").tolist()  # every training sample once, no validation one
-    assert sum(len(y) for _, y in _steps(loader)) == len(kept)
-    masked = dm.stream_loader([0, 1, 2], masked=True)
-    _, y, keep = next(iter(next(iter(masked))))
+    folds = [dm.make_fold(k, stream=True) for k in range(3)]
+    loader = dm.train_loader(folds[1])
+    order = loader.sampler.order()
+    assert torch.equal(order.sort().values, torch.as_tensor(dm.split.dev))  # the shared development-set stream
+    kept = order[loader.members[order]]
+    assert sorted(kept.tolist()) == folds[1].train.tolist()  # every training sample once, no validation one
+    batches = _steps(loader)
+    assert sum(len(y) for _, y in batches) == len(kept)
+    # one batch per stream batch, whatever the fold keeps of it: every fold takes the same steps
+    assert len(batches) == len(loader) == -(-len(dm.split.dev) // folds[1].stream_batch_size)
+    masked = dm.stream_loader(folds)
+    _, y, keep = next(iter(masked))
     assert keep.shape == (3, len(y)) and bool((keep.sum(0) == 2).all())  # each sample validates exactly one fold
 
 

@@ -30,18 +30,17 @@ def _train(
     *,
     scheduler: dict | None = None,
     callbacks: tuple = (),
-    steps_per_block: int | None = 1,
     **model: Any,
 ) -> tuple[list[float], Classifier]:
-    """Fit the digits demo; return the logged learning rates (one per logged step, in order) and the model."""
+    """Fit the digits demo; return the logged learning rates (one per optimizer step, in order) and the model."""
     torch.manual_seed(0)
-    datamodule = MedMNISTDataModule(batch_size=64, steps_per_block=steps_per_block)
+    datamodule = MedMNISTDataModule(batch_size=64)
     optimizer = {"class_path": "torch.optim.SGD", "init_args": {"lr": LR0, "momentum": 0.9}}
     net = Classifier(num_classes=10, input_shape=(1, 8, 8), optimizer=optimizer, lr_scheduler=scheduler, **model)
     trainer = L.Trainer(
         max_epochs=EPOCHS,
         logger=TensorBoardLogger(tmp_path, name="", version="run", default_hp_metric=False),
-        callbacks=[LearningRateMonitor(), *callbacks],
+        callbacks=[LearningRateMonitor(logging_interval="step"), *callbacks],
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -50,9 +49,9 @@ def _train(
     )
     trainer.fit(net, datamodule=datamodule)
     trainer.logger.finalize("success")
-    # an optimizer without a model scheduler is logged at each epoch start and each batch start: same step, same lr
-    by_step = dict(scalars(tmp_path / "run")["lr-SGD"])
-    return [by_step[step] for step in sorted(by_step)], net
+    logged = scalars(tmp_path / "run")["lr-SGD"]
+    assert [step for step, _ in logged] == list(range(EPOCHS * BATCHES))  # once per optimizer step, against the step
+    return [lr for _, lr in logged], net
 
 
 def cos_anneal(start: float, end: float, pct: float) -> float:
@@ -120,7 +119,8 @@ STEP_SCHEDULES = {
 def test_epoch_schedule_follows_its_formula(tmp_path: Path, name: str) -> None:
     init_args, formula = EPOCH_SCHEDULES[name]
     lrs, _ = _train(tmp_path, scheduler={"class_path": name, "init_args": init_args})
-    assert lrs == pytest.approx([formula(e) for e in range(EPOCHS)], rel=1e-5)
+    # the learning rate of every optimizer step is its epoch's
+    assert lrs == pytest.approx([formula(e) for e in range(EPOCHS) for _ in range(BATCHES)], rel=1e-5)
 
 
 @pytest.mark.parametrize("name", sorted(STEP_SCHEDULES))
@@ -130,13 +130,11 @@ def test_step_schedule_follows_its_formula_per_optimizer_step(tmp_path: Path, na
     assert lrs == pytest.approx([formula(t) for t in range(EPOCHS * BATCHES)], rel=1e-5, abs=1e-9)
 
 
-def test_callback_schedule_per_step_matches_formula_with_blocks(tmp_path: Path) -> None:
-    # blocks of 4 optimizer steps per Lightning batch: the LR is logged once per block, yet it advances per step
+def test_callback_schedule_per_step_matches_formula(tmp_path: Path) -> None:
     factory = functools.partial(CyclicLR, base_lr=0.01, max_lr=0.1, step_size_up=5, mode="triangular2")
     callback = LRSchedulerCallback(factory, interval="auto")
-    lrs, net = _train(tmp_path, callbacks=(callback,), steps_per_block=4)
-    starts = [b * 4 + e * BATCHES for e in range(EPOCHS) for b in range(math.ceil(BATCHES / 4))]
-    assert lrs == pytest.approx([cyclic(t, "triangular2") for t in starts], rel=1e-5)
+    lrs, net = _train(tmp_path, callbacks=(callback,))
+    assert lrs == pytest.approx([cyclic(t, "triangular2") for t in range(EPOCHS * BATCHES)], rel=1e-5)
     assert net.trainer.global_step == EPOCHS * BATCHES
 
 
@@ -151,35 +149,3 @@ def test_two_schedules_on_one_optimizer_are_refused(tmp_path: Path) -> None:
     callback = LRSchedulerCallback(functools.partial(StepLR, step_size=1))
     with pytest.raises(MisconfigurationException, match="second time"):
         _train(tmp_path, scheduler={"class_path": "StepLR", "init_args": {"step_size": 1}}, callbacks=(callback,))
-
-
-def test_blocks_do_not_change_training(tmp_path: Path) -> None:
-    # one Lightning batch per optimizer step, or several steps per batch: identical optimisation
-    _, a = _train(tmp_path / "a", steps_per_block=1)
-    _, b = _train(tmp_path / "b", steps_per_block=5)
-    _, c = _train(tmp_path / "c", steps_per_block=None)
-    for other in (b, c):
-        for p, q in zip(a.parameters(), other.parameters(), strict=True):
-            torch.testing.assert_close(p, q)
-    assert a.history["val/loss"] == pytest.approx(c.history["val/loss"])
-
-
-class _BackwardHook(L.Callback):
-    """A callback with a step hook: Lightning's full per-step path must then run."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
-        self.calls += 1
-
-
-def test_lean_steps_equal_lightnings_full_step_path(tmp_path: Path) -> None:
-    hook = _BackwardHook()
-    _, lean = _train(tmp_path / "lean", steps_per_block=4)
-    _, full = _train(tmp_path / "full", callbacks=(hook,), steps_per_block=4)
-    assert lean._lean and not full._lean
-    assert hook.calls == EPOCHS * BATCHES  # the hook ran once per optimizer step
-    assert lean.trainer.global_step == full.trainer.global_step == EPOCHS * BATCHES
-    for p, q in zip(lean.parameters(), full.parameters(), strict=True):
-        torch.testing.assert_close(p, q)
