@@ -1,17 +1,18 @@
-"""Bytes to pixels: Pillow decoding of a listed source, in one process or in parallel into a shared file.
+"""Bytes to pixels: decoding a listed source, in one process or in parallel into a shared file.
 
 :func:`decode_listing` decodes a :class:`~medmnist_lit.data.sources.Listing` into one uint8 array with public Pillow
-API only (``Image.open``, ``convert``, ``resize``, ``np.asarray``). Worker processes write straight into the
-``.npy`` file (``np.lib.format.open_memmap`` makes it), so pixels never travel back through pipes; each worker
-only returns the indices of bad or mis-sized images. Processes are forked when that is safe (Linux,
-one thread, torch not imported: start-up takes milliseconds) and spawned otherwise.
+API (``Image.open``, ``convert``, ``resize``, ``np.asarray``), or libjpeg-turbo for plain JPEGs (below), whose
+pixels are Pillow's bit for bit. Worker processes write straight into the ``.npy`` file (made by
+``np.lib.format.open_memmap``), so pixels never travel back through pipes; each worker only returns the indices
+of bad or mis-sized images. Processes are forked when that is safe (Linux, one thread, torch not imported:
+start-up takes milliseconds) and spawned otherwise.
 
 Conversion is explicit and follows Pillow: ``channels`` 1 is ``Image.convert("L")`` (ITU-R 601-2 luma), 3 is
 ``Image.convert("RGB")``; ``image_size`` resizes to a square with ``Image.Resampling.BILINEAR`` (Pillow's
 default ``reducing_gap=None``) after the conversion. Modes Pillow would convert lossily or not at all (16-bit,
 alpha, float, multi-frame files, EXIF-rotated photos) go through :func:`to_mode`: exact, or a bad image with
-its reason. Plain baseline JPEGs take a libjpeg-turbo fast path (:func:`~medmnist_lit.data.convert.decode_plain_jpeg`,
-through ``simplejpeg``) with bit-identical pixels, about 3× faster on 64×64 files; :data:`FAST_JPEG` turns it off.
+its reason. Plain baseline JPEGs take a libjpeg-turbo fast path (``simplejpeg``;
+:func:`~medmnist_lit.data.convert.decode_plain_jpeg`), about 3× faster on 64×64 files; :data:`FAST_JPEG` turns it off.
 
 Keep this module light to import: numpy and the standard library (Pillow is imported when decoding).
 """
