@@ -6,6 +6,14 @@ Usage::
     python benchmarks/decode.py --source PATH        # a real folder / zip / npz instead
     python benchmarks/decode.py --repeats 5 --workers 2
     python benchmarks/decode.py --source PATH --baseline ../old-checkout --rounds 5 --workers 2
+    python benchmarks/decode.py --source ../shared/data/medical_mnist.zip --pillow-loop --rounds 5 --workers 2
+
+``--pillow-loop`` times, interleaved round by round, each in a fresh process (imports not counted): (a) a plain
+Pillow loop over the same image files on the same number of processes (each process opens the zip or reads the
+files itself, then ``Image.open(BytesIO(bytes)).convert("L").tobytes()`` per file), (b) this checkout's first
+decode (``load_dataset`` into a fresh cache directory) with every file sent through Pillow (``FAST_JPEG =
+False``) and (c) the same with the libjpeg-turbo fast path; it checks that (b) and (c) cached identical pixels
+and splits (b) and (c) into the decode pass itself and the rest (listing, probe, cache files).
 
 ``--baseline`` compares first decodes only: this checkout against another one (e.g. a ``git worktree`` of an
 older commit), interleaved round by round, each in a fresh process and a fresh cache directory (the time is
@@ -110,6 +118,116 @@ print(time.perf_counter() - t0, data.meta["cache_path"])
 """
 
 
+_PILLOW_LOOP = """
+import io, os, sys, time, zipfile
+from concurrent.futures import ProcessPoolExecutor
+import multiprocessing as mp
+from PIL import Image
+
+def work(args):
+    source, names = args
+    total = 0
+    if source.endswith(".zip"):
+        with zipfile.ZipFile(source) as zf:
+            for name in names:
+                total += len(Image.open(io.BytesIO(zf.read(name))).convert("L").tobytes())
+    else:
+        for name in names:
+            with open(os.path.join(source, name), "rb") as f:
+                total += len(Image.open(io.BytesIO(f.read())).convert("L").tobytes())
+    return total
+
+if __name__ == "__main__":
+    source, workers = sys.argv[1], int(sys.argv[2])
+    t0 = time.perf_counter()
+    if source.endswith(".zip"):
+        with zipfile.ZipFile(source) as zf:
+            names = [n for n in zf.namelist() if n.lower().endswith((".jpeg", ".jpg", ".png"))]
+    else:
+        names = [os.path.relpath(os.path.join(d, f), source) for d, _, fs in os.walk(source) for f in fs
+                 if f.lower().endswith((".jpeg", ".jpg", ".png"))]
+    chunks = [(source, names[i::workers]) for i in range(workers)]
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+        total = sum(pool.map(work, chunks))
+    print(time.perf_counter() - t0, len(names), total)
+"""
+
+_TIMED_OURS = """
+import logging, re, sys, time
+sys.path.insert(0, sys.argv[1])
+import medmnist_lit.data.decode as decode
+from medmnist_lit.data.cache import load_dataset
+decode.FAST_JPEG = sys.argv[5] == "fast"
+seconds = []
+class Grab(logging.Handler):
+    def emit(self, record):
+        if m := re.match(r"Decoded \\d+ images with \\d+ process\\(es\\) in ([0-9.]+) s", record.getMessage()):
+            seconds.append(float(m.group(1)))
+decode.logger.addHandler(Grab())
+decode.logger.setLevel(logging.DEBUG)
+t0 = time.perf_counter()
+data = load_dataset(sys.argv[2], cache_dir=sys.argv[3], workers=None if sys.argv[4] == "None" else int(sys.argv[4]))
+print(time.perf_counter() - t0, seconds[0], data.meta["cache_path"])
+"""
+
+
+def compare_pillow_loop(source: Path, rounds: int, workers: int | None, baseline: Path | None = None) -> None:
+    """Time (a) a plain Pillow loop, (b) our first decode through Pillow only, (c) with the fast path; interleaved.
+
+    With ``baseline`` (another checkout), (d) its first decode too, and its pixels are compared with (c)'s.
+    """
+    from medmnist_lit.data.decode import available_cpus
+
+    workers = workers or available_cpus()
+    names = {"a": "plain Pillow loop", "b": "first decode, Pillow forced", "c": "first decode, fast path"}
+    codes = {"b": REPO, "c": REPO}
+    if baseline is not None:
+        names["d"], codes["d"] = f"first decode, {baseline.name}", baseline.resolve()
+    times: dict[str, list[float]] = {k: [] for k in names}
+    passes: dict[str, list[float]] = {k: [] for k in codes}
+    entries: dict[str, str] = {}
+    work = Path(tempfile.mkdtemp(prefix="medmnist_lit_bench_pillow-"))
+    try:
+        for r in range(rounds):
+            order = list(names)[r % len(names) :] + list(names)[: r % len(names)]  # rotate who goes first
+            for key in order:
+                if key == "a":
+                    argv = [sys.executable, "-c", _PILLOW_LOOP, str(source), str(workers)]
+                    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout.split()
+                    times[key].append(float(out[0]))
+                    continue
+                cache, path = work / f"{key}-{r}", "fast" if key == "c" else "pillow"
+                argv = [sys.executable, "-c", _TIMED_OURS, str(codes[key]), str(source), str(cache), str(workers), path]
+                seconds, decode_pass, entry = subprocess.run(
+                    argv, check=True, capture_output=True, text=True
+                ).stdout.split()
+                times[key].append(float(seconds))
+                passes[key].append(float(decode_pass))
+                if r == 0:
+                    entries[key] = entry
+                else:
+                    shutil.rmtree(cache, ignore_errors=True)
+            print(f"round {r + 1}: " + "  ".join(f"{k}={times[k][-1]:.3f}" for k in names) + f"  ({_uptime()})")
+        medians = {k: statistics.median(v) for k, v in times.items()}
+        for key, label in names.items():
+            line = f"({key}) {label:<28} median {medians[key]:.3f} s  {_fmt(times[key])}"
+            if key in passes:
+                decode_pass = statistics.median(passes[key])
+                line += f"  decode pass {decode_pass:.3f} s, rest {medians[key] - decode_pass:.3f} s"
+            print(line)
+        pixels = {k: np.load(Path(v) / "images.npy", mmap_mode="r") for k, v in entries.items()}
+        same = " and ".join(f"({k})" for k in pixels)
+        same += f" identical pixels: {all(np.array_equal(pixels['c'], v) for v in pixels.values())}"
+        ratios = "  ".join(f"({k})/(a) = {medians[k] / medians['a']:.3f}" for k in dict.fromkeys(["c", *codes]))
+        print(f"{ratios}  (c)/(b) = {medians['c'] / medians['b']:.3f}; {same}; {_uptime()}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _uptime() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def compare_first_decode(source: Path, baseline: Path, rounds: int, workers: int | None) -> None:
     """Time first decodes of ``source`` by ``baseline`` and by this checkout, interleaved; print the medians."""
     codes = {"baseline": baseline.resolve(), "this": REPO}
@@ -146,7 +264,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--zip", action="store_true", help="also time a zip made from the source and compare")
     parser.add_argument("--baseline", type=Path, help="another checkout: compare first decodes with it only")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of the --baseline comparison")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the --baseline/--pillow-loop comparison")
+    parser.add_argument("--pillow-loop", action="store_true", help="compare first decodes with a plain Pillow loop")
     args = parser.parse_args()
 
     from PIL import __version__ as pillow_version
@@ -159,6 +278,9 @@ def main() -> None:
         f"cpus={available_cpus()} python={sys.version.split()[0]} numpy={np.__version__} pillow={pillow_version} "
         f"loadavg={os.getloadavg()[0]:.2f}"
     )
+    if args.pillow_loop:
+        compare_pillow_loop(source, args.rounds, args.workers, args.baseline)
+        return
     if args.baseline is not None:
         compare_first_decode(source, args.baseline, args.rounds, args.workers)
         return
