@@ -145,37 +145,6 @@ def cv_metrics(summary: dict[str, Any], folds: list[dict[str, Any]]) -> dict[str
     return metrics
 
 
-def cv_curves(run_dir: Path) -> dict[str, list[float]]:
-    """Per-epoch curves of a cv run: the mean over folds of each fold's TensorBoard scalars.
-
-    Folds train for the same epochs unless something stops them early; an epoch's mean covers the folds that
-    reached it.
-    """
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-    from tensorboard.util import tensor_util
-
-    sums: dict[str, list[list[float]]] = {}
-    for fold_dir in sorted(run_dir.glob("fold_*")):
-        curves: dict[str, dict[int, float]] = {}
-        for path in sorted(fold_dir.glob("events.out.tfevents.*")):
-            for event in EventFileLoader(str(path)).Load():
-                for value in event.summary.value:
-                    if value.tag in HISTORY_KEYS:
-                        number = (
-                            tensor_util.make_ndarray(value.tensor).item()
-                            if value.HasField("tensor")
-                            else value.simple_value
-                        )
-                        curves.setdefault(value.tag, {})[int(event.step)] = float(number)
-        for tag, points in curves.items():
-            for step, number in points.items():
-                per_step = sums.setdefault(tag, [])
-                while len(per_step) <= step:
-                    per_step.append([])
-                per_step[step].append(number)
-    return {tag: [math.fsum(v) / len(v) if v else math.nan for v in steps] for tag, steps in sorted(sums.items())}
-
-
 def _execute(command: str, config: dict[str, Any]) -> dict[str, Any]:
     from medmnist_lit.lightning_cli import run_cv, run_fit
 
@@ -187,7 +156,7 @@ def _execute(command: str, config: dict[str, Any]) -> dict[str, Any]:
     return {
         "status": "ok",
         "metrics": cv_metrics(cv.summary, cv.folds),
-        "history": _mean_curves(cv.histories) if hasattr(cv, "histories") else cv_curves(cv.run_dir),
+        "history": _mean_curves(cv.histories),
         "run_dir": str(cv.run_dir),
     }
 
