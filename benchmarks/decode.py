@@ -224,6 +224,91 @@ def compare_pillow_loop(source: Path, rounds: int, workers: int | None, baseline
         shutil.rmtree(work, ignore_errors=True)
 
 
+def profile_stages(source: Path, n: int) -> None:
+    """Where a first decode's time goes: listing, and per image (one process, ``n`` images) each step of the loop."""
+    import io
+    import multiprocessing as mp
+    import zipfile
+    from concurrent.futures import ProcessPoolExecutor as Pool
+
+    from PIL import Image
+
+    from medmnist_lit.data.convert import decode_plain_jpeg, jpeg_codec, plain_jpeg
+    from medmnist_lit.data.decode import decode_range
+    from medmnist_lit.data.listing import list_folder, list_zip
+
+    def timed(label: str, fn: Any, per: int = 0) -> Any:
+        t0 = time.perf_counter()
+        result = fn()
+        seconds = time.perf_counter() - t0
+        print(f"{label:<58} {seconds * 1e3:8.1f} ms" + (f"  {seconds / per * 1e6:6.2f} µs/image" if per else ""))
+        return result
+
+    print(_uptime())
+    if source.suffix == ".zip":
+        timed("zipfile.ZipFile(source).infolist() (inside the listing)", lambda: zipfile.ZipFile(source).infolist())
+    listing = timed(
+        "listing (list_zip / list_folder)", lambda: (list_zip if source.suffix == ".zip" else list_folder)(source)
+    )
+    n = min(n, len(listing))
+    read = listing.reader.read
+    data = timed("read the bytes (listing's reader)", lambda: [read(i) for i in range(n)], n)
+    codec = jpeg_codec()
+    assert codec is not None, "simplejpeg is not installed"
+    timed("plain_jpeg (segment walk)", lambda: [plain_jpeg(d) for d in data], n)
+    timed("simplejpeg.decode_jpeg_header", lambda: [codec[1](d) for d in data], n)
+    with Image.open(io.BytesIO(data[0])) as img:
+        mode, size = img.mode, img.size
+    row = len(Image.new(mode, size).tobytes())
+    ram = np.zeros(n * row, np.uint8)  # touched once: no page faults in the timed loops
+    view = memoryview(ram)
+    timed(
+        "decode_plain_jpeg (header + libjpeg-turbo, into RAM)",
+        lambda: [
+            decode_plain_jpeg(d, view[i * row : (i + 1) * row], mode, size, False, codec, None)
+            for i, d in enumerate(data)
+        ],
+        n,
+    )
+    timed(
+        "Pillow: open, convert, tobytes (into RAM)",
+        lambda: [Image.open(io.BytesIO(d)).convert(mode).tobytes() for d in data],
+        n,
+    )
+    out = ram.reshape(n, *(size[::-1] if mode == "L" else (size[1], size[0], 3)))
+    timed(
+        "decode_range, fast path, one process (into RAM)",
+        lambda: decode_range(listing.reader, out, 0, n, mode, size, False, True),
+        n,
+    )
+    work = Path(tempfile.mkdtemp(prefix="medmnist_lit_bench_profile-"))
+    try:
+        mapped = np.lib.format.open_memmap(work / "a.npy", mode="w+", dtype=np.uint8, shape=(n, row))
+        flat = mapped.data.cast("B")
+        timed(
+            "rows copied into a fresh memory map (page faults)",
+            lambda: [flat.__setitem__(slice(i * row, (i + 1) * row), view[i * row : (i + 1) * row]) for i in range(n)],
+            n,
+        )
+        fd = os.open(work / "a.npy", os.O_WRONLY)
+        block = max(1, (1 << 20) // row)
+        timed(
+            "rows written with os.pwrite per 1 MiB block (workers' way)",
+            lambda: [os.pwrite(fd, view[a * row : min(a + block, n) * row], 128 + a * row) for a in range(0, n, block)],
+            n,
+        )
+        os.close(fd)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    def start_pool() -> None:
+        with Pool(2, mp_context=mp.get_context("fork")) as pool:
+            list(pool.map(abs, range(8)))
+
+    timed("fork a pool of 2 processes, 8 trivial tasks, shut down", start_pool)
+    print(_uptime())
+
+
 def _uptime() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -266,6 +351,7 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="another checkout: compare first decodes with it only")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the --baseline/--pillow-loop comparison")
     parser.add_argument("--pillow-loop", action="store_true", help="compare first decodes with a plain Pillow loop")
+    parser.add_argument("--profile", type=int, metavar="N", help="time each stage of a first decode on N images")
     args = parser.parse_args()
 
     from PIL import __version__ as pillow_version
@@ -278,6 +364,9 @@ def main() -> None:
         f"cpus={available_cpus()} python={sys.version.split()[0]} numpy={np.__version__} pillow={pillow_version} "
         f"loadavg={os.getloadavg()[0]:.2f}"
     )
+    if args.profile:
+        profile_stages(source, args.profile)
+        return
     if args.pillow_loop:
         compare_pillow_loop(source, args.rounds, args.workers, args.baseline)
         return
