@@ -172,6 +172,7 @@ class FoldParallelClassifier(L.LightningModule):
         with torch.no_grad():
             correct = ((logits.argmax(-1) == y) & keep).sum(1)
             self._sums += torch.stack([per_fold.detach() * kept, correct, kept])
+        self._batches += 1
         return per_fold.sum()
 
     def configure_gradient_clipping(
@@ -191,6 +192,7 @@ class FoldParallelClassifier(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         """Reset the epoch's running sums."""
         self._sums.zero_()
+        self._batches = 0
 
     @torch.inference_mode()
     def _validate(self) -> tuple[Tensor, Tensor]:
@@ -210,17 +212,20 @@ class FoldParallelClassifier(L.LightningModule):
         return sums[0] / sums[2].clamp_min(1), sums[1] / sums[2].clamp_min(1)
 
     def on_train_epoch_end(self) -> None:
-        """Record the epoch and keep each head's best weights (Lightning then steps per-epoch schedules)."""
+        """Record the epoch and keep each head's best weights (Lightning then steps per-epoch schedules).
+
+        Validation follows an epoch that ran all its batches, as Lightning's does: not one that ``max_steps`` cut.
+        """
         sums = self._sums.cpu()
-        val_loss, val_acc = self._validate()
-        epoch = {
-            "train/loss": sums[0] / sums[2].clamp_min(1),
-            "train/acc": sums[1] / sums[2].clamp_min(1),
-            "val/loss": val_loss,
-            "val/acc": val_acc,
-        }
+        epoch = {"train/loss": sums[0] / sums[2].clamp_min(1), "train/acc": sums[1] / sums[2].clamp_min(1)}
+        complete = self._batches == self.trainer.num_training_batches
+        if complete:
+            val_loss, val_acc = self._validate()
+            epoch.update({"val/loss": val_loss, "val/acc": val_acc})
         for key, value in epoch.items():
             self.history.setdefault(key, []).append(value)
+        if not complete:
+            return
         better = val_loss < self.best_loss
         self.best_loss = torch.where(better, val_loss, self.best_loss)
         self.best_epoch[better] = self.current_epoch
@@ -274,7 +279,7 @@ def _finish_fold(
     best = int(run.best_epoch[row]) + 1 if run.best_epoch[row] >= 0 else epochs  # counted from 1
     logger = TensorBoardLogger(save_dir=run_dir, name="", version=directory.name, default_hp_metric=False)
     for epoch in range(epochs):
-        logger.log_metrics({key: values[epoch] for key, values in history.items()}, step=epoch)
+        logger.log_metrics({key: values[epoch] for key, values in history.items() if epoch < len(values)}, step=epoch)
     steps = run.trainer.global_step
     data = {k: v for k, v in datamodule.hparams.items() if not k.startswith("_")}
     data["fold"] = fold.number

@@ -130,6 +130,7 @@ class Classifier(L.LightningModule):
         self.test_metrics = EpochMetrics(num_classes, class_names)
         #: Finished epochs' metrics, e.g. ``history["val/loss"] == [0.9, 0.7, ...]`` (also used for plots).
         self.history: dict[str, list[float]] = {}
+        self._history_epoch: dict[str, int] = {}
         #: Last computed confusion matrix per stage.
         self.confusion: dict[str, Tensor] = {}
 
@@ -225,8 +226,15 @@ class Classifier(L.LightningModule):
         self.confusion[stage] = confmat
         logged = {f"{stage}/{k}": v for k, v in scalars.items()}
         if stage != "test" and not self.trainer.sanity_checking:
+            epoch = self.current_epoch
             for key, value in logged.items():
-                self.history.setdefault(key, []).append(value)
+                series = self.history.setdefault(key, [])
+                # one value per epoch: a second validation in an epoch (val_check_interval) replaces the first
+                if self._history_epoch.get(key) == epoch:
+                    series[-1] = value
+                else:
+                    series.append(value)
+                self._history_epoch[key] = epoch
         # x-axis of epoch metrics in TensorBoard is the epoch, so runs with different batch sizes line up
         self.log_dict({**logged, "step": float(self.current_epoch)}, sync_dist=False)
         return logged

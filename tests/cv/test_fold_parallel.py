@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,21 @@ def test_parallel_equals_sequential_with_standardisation_schedule_and_label_smoo
     _assert_same_folds(*_both(tmp_path, **parts))
 
 
+def test_parallel_equals_sequential_with_clipping_accumulation_and_step_limits(tmp_path: Path) -> None:
+    # each head is clipped on its own norm; 8 batches of 48 per epoch in steps of 2: 4 steps per epoch, and
+    # max_steps cuts the third epoch after 2 steps (Lightning validates after it only if the epoch completed)
+    trainer = {"gradient_clip_val": 0.05, "accumulate_grad_batches": 2, "limit_train_batches": 8, "max_steps": 10}
+    parallel, sequential = _both(tmp_path, trainer=trainer)
+    _assert_same_folds(parallel, sequential)
+    for a, b in zip(parallel.histories, sequential.histories, strict=True):  # CVResult carries the curves
+        for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+    assert [len(h["train/loss"]) for h in parallel.histories] == [3] * 3
+    assert [len(h["val/loss"]) for h in parallel.histories] == [2] * 3
+    unclipped = run_cv(_config(tmp_path, "free", "parallel", trainer={**trainer, "gradient_clip_val": None}))
+    assert unclipped.folds[0]["val/loss"] != pytest.approx(parallel.folds[0]["val/loss"], rel=1e-3)  # it clipped
+
+
 def test_leave_one_out_in_passes(tmp_path: Path) -> None:
     # 40 LOO folds in passes of 16 heads: folds in different passes still match sequential training
     data = {"split": "loo", "subset": 40, "test_fraction": 0.0, "batch_size": 8}
@@ -102,11 +118,23 @@ def test_leave_one_out_in_passes(tmp_path: Path) -> None:
     assert parallel.summary["oof/n"] == 40
 
 
-def test_unsupported_setups_fall_back_or_fail_clearly(tmp_path: Path) -> None:
+def test_unsupported_setups_fall_back_or_fail_clearly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     result = run_cv(_config(tmp_path, "bn", "auto", model={"head": "mlp", "hidden_sizes": [8], "batch_norm": True}))
     assert result.summary["run"]["engine"] == "sequential"
     with pytest.raises(ValueError, match="batch norm"):
         run_cv(_config(tmp_path, "bn2", "parallel", model={"head": "mlp", "hidden_sizes": [8], "batch_norm": True}))
+    # validation inside the epoch is each fold's own validation loop: folds train one after another, saying why
+    with caplog.at_level(logging.INFO, logger="medmnist_lit"):
+        result = run_cv(_config(tmp_path, "vci", "auto", trainer={"val_check_interval": 0.5, "max_epochs": 1}))
+    assert result.summary["run"]["engine"] == "sequential"
+    assert "folds train one after another: trainer.val_check_interval=0.5" in caplog.text
+    with pytest.raises(ValueError, match="limit_val_batches=2 needs each fold's own validation loop"):
+        run_cv(_config(tmp_path, "lvb", "parallel", trainer={"limit_val_batches": 2}))
+    monitor = {"class_path": "lightning.pytorch.callbacks.DeviceStatsMonitor"}
+    with pytest.raises(
+        ValueError, match="the callback DeviceStatsMonitor expects one fold's model and Trainer at a time"
+    ):
+        run_cv(_config(tmp_path, "cb", "parallel", trainer={"callbacks": [monitor]}))
 
 
 def test_stacked_head_computes_each_head() -> None:
