@@ -7,6 +7,7 @@ Usage::
     python benchmarks/decode.py --repeats 5 --workers 2
     python benchmarks/decode.py --source PATH --baseline ../old-checkout --rounds 5 --workers 2
     python benchmarks/decode.py --source ../shared/data/medical_mnist.zip --pillow-loop --rounds 5 --workers 2
+    python benchmarks/decode.py --source ../shared/data/medical_mnist.zip --profile 29477   # stage by stage
 
 ``--pillow-loop`` times, interleaved round by round, each in a fresh process (imports not counted): (a) a plain
 Pillow loop over the same image files on the same number of processes (each process opens the zip or reads the
