@@ -42,7 +42,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from medmnist_lit.callbacks import LRSchedulerCallback, ProgressBar
 from medmnist_lit.cv.folds import fresh_model, init_hparams
 from medmnist_lit.data.fold import Fold
-from medmnist_lit.model.classifier import Classifier
+from medmnist_lit.model.classifier import Classifier, PlainAttributes
 from medmnist_lit.model.heads import MLP, LogisticRegression, StackedHead
 from medmnist_lit.model.metrics import EpochMetrics
 from medmnist_lit.training.fit import RunResult, fold_result
@@ -116,7 +116,7 @@ def folds_per_pass(model: Classifier, batch_size: int, n_folds: int, device: tor
     return max(1, min(n_folds, int(MEMORY_SHARE * free) // head_bytes(model, batch_size)))
 
 
-class FoldParallelClassifier(L.LightningModule):
+class FoldParallelClassifier(PlainAttributes, L.LightningModule):
     """Trains the heads of several folds at once on their shared stream, with Lightning's automatic optimization.
 
     A batch is one mini-batch of the stream with each fold's membership of its samples; :meth:`training_step`

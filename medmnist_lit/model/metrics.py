@@ -56,12 +56,14 @@ class EpochMetrics(nn.Module):
         self._logits: list[Tensor] = []
         self._targets: list[Tensor] = []
         self._losses: list[Tensor] = []
+        self._sizes: list[int] = []
 
     def update(self, logits: Tensor, target: Tensor, loss: Tensor) -> None:
-        """Record one batch: its logits, targets and mean loss."""
+        """Record one batch: its logits, targets and mean loss (no tensor arithmetic: it runs at every step)."""
         self._logits.append(logits.detach())
         self._targets.append(target)
-        self._losses.append(loss.detach() * len(target))
+        self._losses.append(loss.detach())
+        self._sizes.append(len(target))
 
     @property
     def num_samples(self) -> int:
@@ -80,7 +82,9 @@ class EpochMetrics(nn.Module):
         logits = torch.cat(self._logits).float()
         target = torch.cat(self._targets)
         probs = logits.softmax(-1)
-        self.loss.update(torch.stack(self._losses).sum() / len(target), weight=len(target))
+        sizes = torch.tensor(self._sizes, dtype=torch.float32, device=target.device)
+        total = (torch.stack(self._losses).float() * sizes).sum()  # the batches' mean losses, weighted by size
+        self.loss.update(total / len(target), weight=len(target))
         self.labels.update(probs, target)
         self.auroc.update(probs[:, 1] if self.num_classes == 2 else probs, target)
         values = self.labels.compute()
@@ -108,6 +112,7 @@ class EpochMetrics(nn.Module):
         self._logits.clear()
         self._targets.clear()
         self._losses.clear()
+        self._sizes.clear()
         self.labels.reset()
         self.auroc.reset()
         self.loss.reset()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -118,18 +117,17 @@ def test_leave_one_out_in_passes(tmp_path: Path) -> None:
     assert parallel.summary["oof/n"] == 40
 
 
-def test_unsupported_setups_fall_back_or_fail_clearly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_unsupported_setups_fall_back_or_fail_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     result = run_cv(_config(tmp_path, "bn", "auto", model={"head": "mlp", "hidden_sizes": [8], "batch_norm": True}))
     assert result.summary["run"]["engine"] == "sequential"
     with pytest.raises(ValueError, match="batch norm"):
         run_cv(_config(tmp_path, "bn2", "parallel", model={"head": "mlp", "hidden_sizes": [8], "batch_norm": True}))
     # validation inside the epoch is each fold's own validation loop: folds train one after another, saying why
-    with caplog.at_level(logging.INFO, logger="medmnist_lit"):
-        result = run_cv(_config(tmp_path, "vci", "auto", trainer={"val_check_interval": 0.5, "max_epochs": 1}))
+    result = run_cv(_config(tmp_path, "vci", "auto", trainer={"val_check_interval": 0.5, "max_epochs": 1}))
     assert result.summary["run"]["engine"] == "sequential"
-    assert "folds train one after another: trainer.val_check_interval=0.5" in caplog.text
-    with pytest.raises(ValueError, match="limit_val_batches=2 needs each fold's own validation loop"):
-        run_cv(_config(tmp_path, "lvb", "parallel", trainer={"limit_val_batches": 2}))
+    assert "folds train one after another: trainer.val_check_interval=0.5" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"limit_val_batches=0\.5 needs each fold's own validation loop"):
+        run_cv(_config(tmp_path, "lvb", "parallel", trainer={"limit_val_batches": 0.5}))
     monitor = {"class_path": "lightning.pytorch.callbacks.DeviceStatsMonitor"}
     with pytest.raises(
         ValueError, match="the callback DeviceStatsMonitor expects one fold's model and Trainer at a time"
