@@ -2,16 +2,20 @@
 
 Usage::
 
-    python benchmarks/training_speed.py epochs  [--source DIR] [--repeats 5] [--epochs 4]
+    python benchmarks/training_speed.py epochs  [--source DIR] [--repeats 5] [--epochs 4] [--batches 128 16 1]
     python benchmarks/training_speed.py cv      [--source DIR] [--repeats 3] [--epochs 5]
     python benchmarks/training_speed.py loo     [--source DIR] [--repeats 3] [--epochs 5]
     python benchmarks/training_speed.py sklearn --source ../shared/data/medical_mnist_sample
 
 ``epochs``: seconds per training epoch (logistic head, SGD, 47k training images) of ``fit`` against a bare
-PyTorch loop over the same in-memory tensors (float32, already scaled), a textbook Lightning pipeline over a
-``TensorDataset`` and one over torchvision's ``ImageFolder`` (both with a ``DataLoader`` and per-step
-logging), at batch 16 and 128. Epoch time is the training part only (validation excluded for every variant);
-the first epoch of each trial is a warm-up and is not counted.
+PyTorch loop over the same in-memory tensors (float32, already scaled), at batch 128 and 16 (and 1: online). Beside
+them: ``fit`` with the learning rate logged every 50 steps instead of every step (Lightning's default
+``log_every_n_steps``), the floor of Lightning's automatic optimization (a one-line LightningModule over the same
+batches, no callbacks, no logger), and textbook Lightning pipelines over a ``TensorDataset`` and torchvision's
+``ImageFolder`` (both with a ``DataLoader`` and per-step logging; ``--no-textbook``, ``--no-imagefolder`` skip them).
+Epoch time is the training part only (validation excluded for every variant); the first epoch of each trial is a
+warm-up and is not counted. ``--steps N`` caps every variant's epoch at N optimizer steps (online training: an
+epoch of 47k steps takes minutes).
 ``cv``: wall time of 5-fold ``cv`` against one ``fit`` of the same config. ``loo``: leave-one-out on 1,000
 images against one ``fit`` on those 1,000 images. ``sklearn``: seconds until ``fit`` reaches the test accuracy
 of scikit-learn's ``LogisticRegression`` on the same split, against scikit-learn's own fit time.
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import math
 import os
 import statistics
 import sys
@@ -84,7 +89,7 @@ class _EpochTimer:
         return Timer()
 
 
-def _bare(x: Any, y: Any, batch: int, epochs: int) -> list[float]:
+def _bare(x: Any, y: Any, batch: int, epochs: int, steps: int | None = None) -> list[float]:
     import torch
 
     torch.manual_seed(0)
@@ -93,7 +98,7 @@ def _bare(x: Any, y: Any, batch: int, epochs: int) -> list[float]:
     times = []
     for _ in range(epochs):
         start = time.perf_counter()
-        for index in torch.randperm(len(x)).split(batch):
+        for index in torch.randperm(len(x)).split(batch)[:steps]:
             loss = torch.nn.functional.cross_entropy(head(x[index]), y[index])
             optimizer.zero_grad()
             loss.backward()
@@ -102,7 +107,10 @@ def _bare(x: Any, y: Any, batch: int, epochs: int) -> list[float]:
     return times
 
 
-def _medmnist_fit(source: Path, batch: int, epochs: int, log_dir: str) -> list[float]:
+def _medmnist_fit(
+    source: Path, batch: int, epochs: int, log_dir: str, steps: int | None = None, log_every: int = 1
+) -> list[float]:
+    """``fit`` as the command runs it: its DataModule, Classifier, default callbacks and TensorBoard logger."""
     import lightning as L
 
     from medmnist_lit.data.datamodule import MedMNISTDataModule
@@ -117,15 +125,53 @@ def _medmnist_fit(source: Path, batch: int, epochs: int, log_dir: str) -> list[f
         logger=default_logger("bench", save_dir=log_dir),
         callbacks=[*default_callbacks(), timer],
         enable_model_summary=False,
-        log_every_n_steps=1,
+        log_every_n_steps=log_every,  # 1: the training commands' default (the learning rate of every step)
         num_sanity_val_steps=0,
+        limit_train_batches=steps,
     )
     with _quiet():
         trainer.fit(model, datamodule=datamodule)
     return timer.times
 
 
-def _textbook(loader: Any, epochs: int, log_dir: str) -> list[float]:
+def _lightning_floor(source: Path, batch: int, epochs: int, steps: int | None = None) -> list[float]:
+    """Lightning's automatic optimization alone: a one-line LightningModule on fit's batches, nothing else."""
+    import lightning as L
+    import torch
+
+    from medmnist_lit.data.datamodule import MedMNISTDataModule
+
+    class Floor(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = torch.nn.Linear(64 * 64, 6)
+
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            x, y = batch
+            return torch.nn.functional.cross_entropy(self.head(x.flatten(1)), y)
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.SGD(self.parameters(), lr=0.001)
+
+    datamodule = MedMNISTDataModule(str(source), test_fraction=0.0, val_fraction=0.2, batch_size=batch)
+    timer = _EpochTimer()
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        callbacks=[timer],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_train_batches=steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+    with _quiet():
+        trainer.fit(Floor(), datamodule=datamodule)
+    return timer.times
+
+
+def _textbook(loader: Any, epochs: int, log_dir: str, steps: int | None = None) -> list[float]:
     import lightning as L
     import torch
     from lightning.pytorch.loggers import TensorBoardLogger
@@ -151,6 +197,7 @@ def _textbook(loader: Any, epochs: int, log_dir: str) -> list[float]:
         callbacks=[timer],
         enable_checkpointing=False,
         enable_model_summary=False,
+        limit_train_batches=steps,
     )
     with _quiet():
         trainer.fit(Textbook(), train_dataloaders=loader)
@@ -160,7 +207,6 @@ def _textbook(loader: Any, epochs: int, log_dir: str) -> list[float]:
 def run_epochs(args: argparse.Namespace) -> None:
     import torch
     from torch.utils.data import DataLoader, Subset, TensorDataset
-    from torchvision import datasets, transforms
 
     from medmnist_lit.data.datamodule import MedMNISTDataModule
 
@@ -170,32 +216,43 @@ def run_epochs(args: argparse.Namespace) -> None:
     images = torch.from_numpy(np.asarray(datamodule.dataset.images)[train])
     x = images.reshape(len(train), -1).float().div_(255)
     y = torch.from_numpy(np.asarray(datamodule.dataset.labels)[train])
-    folder = datasets.ImageFolder(
-        str(source), transform=transforms.Compose([transforms.Grayscale(), transforms.ToTensor()])
-    )
+    steps = args.steps
     print(f"{len(train)} training images from {source}; torch threads {torch.get_num_threads()}; load {_load()}")
     rows = []
     with tempfile.TemporaryDirectory() as log_dir:
         for batch in args.batches:
             variants = {
-                "bare PyTorch loop": lambda b=batch: _bare(x, y, b, args.epochs),
-                "medmnist-lit fit": lambda b=batch: _medmnist_fit(source, b, args.epochs, log_dir),
-                "textbook Lightning (TensorDataset)": lambda b=batch: _textbook(
+                "bare PyTorch loop": lambda b=batch: _bare(x, y, b, args.epochs, steps),
+                "medmnist-lit fit": lambda b=batch: _medmnist_fit(source, b, args.epochs, log_dir, steps),
+                "fit, LR logged every 50 steps": lambda b=batch: _medmnist_fit(
+                    source, b, args.epochs, log_dir, steps, log_every=50
+                ),
+                "Lightning floor (no callbacks, no logger)": lambda b=batch: _lightning_floor(
+                    source, b, args.epochs, steps
+                ),
+            }
+            if args.textbook:
+                variants["textbook Lightning (TensorDataset)"] = lambda b=batch: _textbook(
                     DataLoader(TensorDataset(images[:, None].float().div(255), y), batch_size=b, shuffle=True),
                     args.epochs,
                     log_dir,
-                ),
-            }
+                    steps,
+                )
             samples: dict[str, list[float]] = {name: [] for name in variants}
             for _ in range(args.repeats):  # interleaved: every variant once per round
                 for name, run in variants.items():
                     times = run()
                     samples[name].append(statistics.median(times[1:] or times))
             if args.imagefolder:
+                from torchvision import datasets, transforms
+
+                folder = datasets.ImageFolder(
+                    str(source), transform=transforms.Compose([transforms.Grayscale(), transforms.ToTensor()])
+                )
                 # ~30x slower and its decoding workers load both cores: measured after the interleaved rounds
-                run = lambda b=batch: _textbook(  # noqa: E731
+                run = lambda b=batch, f=folder: _textbook(  # noqa: E731
                     DataLoader(
-                        Subset(folder, train.tolist()),
+                        Subset(f, train.tolist()),
                         batch_size=b,
                         shuffle=True,
                         num_workers=2,
@@ -203,17 +260,21 @@ def run_epochs(args: argparse.Namespace) -> None:
                     ),
                     min(args.epochs, 3),
                     log_dir,
+                    steps,
                 )
                 samples["textbook Lightning (ImageFolder)"] = [
                     statistics.median(run()[1:]) for _ in range(min(args.repeats, 2))
                 ]
             bare = statistics.median(samples["bare PyTorch loop"])
+            n_steps = min(steps or math.inf, math.ceil(len(train) / batch))
             for name, values in samples.items():
                 median = statistics.median(values)
-                rows.append((batch, name, median, median / bare, values))
-    print("\n| batch | pipeline | s/epoch (median) | × bare loop | trials |\n|---|---|---|---|---|")
-    for batch, name, median, ratio, values in rows:
-        print(f"| {batch} | {name} | {median:.3f} | {ratio:.2f} | {', '.join(f'{v:.2f}' for v in values)} |")
+                rows.append((batch, name, median, median / bare, (median - bare) / n_steps, values))
+    print("\n| batch | pipeline | s/epoch (median) | × bare loop | µs/step over bare | trials |")
+    print("|---|---|---|---|---|---|")
+    for batch, name, median, ratio, extra, values in rows:
+        trials = ", ".join(f"{v:.2f}" for v in values)
+        print(f"| {batch} | {name} | {median:.3f} | {ratio:.2f} | {1e6 * extra:.0f} | {trials} |")
     print(f"\nload after: {_load()}")
 
 
@@ -334,6 +395,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batches", type=int, nargs="+", default=[128, 16])
     parser.add_argument("--no-imagefolder", dest="imagefolder", action="store_false")
+    parser.add_argument("--no-textbook", dest="textbook", action="store_false")
+    parser.add_argument("--steps", type=int, help="cap every epoch at this many optimizer steps (online training)")
     args = parser.parse_args()
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     import logging

@@ -17,6 +17,14 @@ class EpochNumberCheckpoint(ModelCheckpoint):
     (only the public :meth:`format_checkpoint_name` is extended).
     """
 
+    @property
+    def state_key(self) -> str:
+        """ModelCheckpoint's key, built once: Lightning reads it at every hook call, several times per step."""
+        key = self.__dict__.get("_key")
+        if key is None:  # from the monitor, mode and save triggers, all fixed when the callback is made
+            key = self.__dict__["_key"] = super().state_key
+        return key
+
     def format_checkpoint_name(
         self, metrics: dict[str, Tensor], filename: str | None = None, ver: int | None = None, prefix: str | None = None
     ) -> str:
