@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from medmnist_lit.data.layout import DataError, DirNode, find_class_root, unreadable
+from medmnist_lit.data.zipdir import ZipEnd, read_end
 
 logger = logging.getLogger(__name__)
 
@@ -83,24 +84,29 @@ def _class_root(path: Path) -> DirNode:
 
 # ---------------------------------------------------------------------------------------------- zip
 def zip_digest(path: Path) -> str:
-    """Hash a zip's size and central directory (every member's name, sizes and CRC-32) without parsing it.
+    """Hash a zip's size and central directory (every member's name, sizes and CRC-32) without parsing it."""
+    return zip_fingerprint(path)[0]
+
+
+def zip_fingerprint(path: Path) -> tuple[str, ZipEnd]:
+    """:func:`zip_digest`, and the bytes it read (:class:`~medmnist_lit.data.zipdir.ZipEnd`) for listing the zip.
 
     Reads only the end of the file, so it is cheap even for large archives; falls back to hashing the whole
     file when the end-of-central-directory records cannot be followed (e.g. data prepended to the archive).
+    The central directory onwards is kept in the returned ``ZipEnd``, so the listing does not read it again.
     """
-    size = path.stat().st_size
-    h = hashlib.blake2b(f"zip\0{size}\0".encode(), digest_size=16)
     with open(path, "rb") as f:
-        tail_len = min(size, 22 + 65535)
-        f.seek(size - tail_len)
-        tail = f.read(tail_len)
+        end = read_end(f)
+        size = end.size
+        h = hashlib.blake2b(f"zip\0{size}\0".encode(), digest_size=16)
+        tail = end.tail[-(22 + 65535) :]  # the window this digest has always searched (zipfile's is a byte longer)
         pos = tail.rfind(b"PK\x05\x06")
         if pos < 0 or pos + 22 > len(tail):
             raise DataError(
                 f"{str(path)!r} is not a valid {path.suffix or 'zip'} archive (no zip end-of-central-directory "
                 "record; truncated download?)"
             )
-        cd_size, cd_end = struct.unpack_from("<L", tail, pos + 12)[0], size - tail_len + pos
+        cd_size, cd_end = struct.unpack_from("<L", tail, pos + 12)[0], size - len(tail) + pos
         if cd_size == 0xFFFFFFFF and pos >= 20 and tail[pos - 20 : pos - 16] == b"PK\x06\x07":  # zip64
             (z64,) = struct.unpack_from("<Q", tail, pos - 12)
             f.seek(z64)
@@ -113,9 +119,13 @@ def zip_digest(path: Path) -> str:
             logger.debug("Could not locate the central directory of %s; hashing the whole file", path)
             start = 0
         f.seek(start)
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
+        if start == 0:  # possibly the whole archive: hashed in pieces, not kept
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+            return h.hexdigest(), end
+        rest = f.read()
+    h.update(rest)
+    return h.hexdigest(), ZipEnd(size, end.tail, start, rest)
 
 
 # ---------------------------------------------------------------------------------------- any source

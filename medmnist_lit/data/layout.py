@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+from collections.abc import Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import Protocol
 
@@ -19,6 +22,14 @@ from typing import Protocol
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"})
 _EXTENSIONS_TEXT = sorted(IMAGE_EXTENSIONS)
 _JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})
+#: What makes zip member names other than plain "<folder>/<file>" (see _plain_tree), in "\0"-joined names.
+_NOT_PLAIN = ("\\", "\0\0", "//", "\0/", "/./", "/.\0", "\0./", "\0.\0", "/../", "/..\0", "\0../", "\0..\0")
+_DRIVE = re.compile(r"\0[^\0]:")
+#: "\0"-joined file names that are all images and none junk (is_image_name and not is_junk).
+_ALL_IMAGES = re.compile(
+    rf"(?:(?![.]|[rR][eE][aA][dD][mM][eE])[^\0]*\.(?:{'|'.join(e[1:] for e in sorted(IMAGE_EXTENSIONS))})(?:\0|\Z))*",
+    re.IGNORECASE | re.ASCII,
+)
 _HINT_SOURCE = "--data.source PATH (a class-folder tree, a .zip of one, or a MedMNIST .npz)"
 #: Remedy for a symlink that cannot be followed.
 LINK_REMEDY = "remove or fix the link, or point --data.source elsewhere"
@@ -161,12 +172,13 @@ class DirNode:
 
 
 class ZipNode:
-    """A folder of the tree spelled by a zip's entry names."""
+    """A folder of the tree spelled by a zip's member names."""
 
     def __init__(self, label: str = "") -> None:
         self.label = label
         self.dirs: dict[str, ZipNode] = {}
-        self.files: dict[str, int] = {}  # image file name -> index into the zip's info list
+        self.files: dict[str, int] = {}  # image file name -> index of the member in the zip's central directory
+        self._sorted: list[str] | None = None
 
     def subdirs(self) -> dict[str, Node]:
         """Sub-folders by name."""
@@ -174,7 +186,110 @@ class ZipNode:
 
     def images(self) -> list[str]:
         """Sorted names of the image members directly in this folder."""
-        return sorted(self.files)
+        if self._sorted is None:  # set once the tree is built
+            self._sorted = sorted(self.files)
+        return self._sorted
+
+    def child(self, part: str) -> ZipNode:
+        """The sub-folder ``part``, created if new."""
+        node = self.dirs.get(part)
+        if node is None:
+            node = self.dirs[part] = ZipNode(f"{self.label}{part}/")
+        return node
+
+
+def zip_tree(names: list[str], encrypted: Sequence[bool], source: str) -> ZipNode:
+    r"""The folder tree spelled by a zip's member names; junk is left out, unsafe or ambiguous entries are errors.
+
+    Each member's path is split on ``/`` (and ``\``), ignoring empty and ``.`` parts; a member under a junk
+    name (:func:`is_junk`) is skipped, a directory entry or a non-image file only makes its folders. Errors, at
+    the first culprit in archive order: an absolute path or ``..`` (zip-slip), an encrypted image, an image
+    listed twice.
+
+    Args:
+        names: Member names (``ZipInfo.filename``), in archive order.
+        encrypted: Whether each member is encrypted (flag bit 0).
+        source: The zip's path, for messages.
+    """
+    if not any(encrypted):
+        tree = _plain_tree(names)
+        if tree is not None:
+            return tree
+    return _any_tree(names, encrypted, source)
+
+
+def _any_tree(names: list[str], encrypted: Sequence[bool], source: str) -> ZipNode:
+    """:func:`zip_tree` for any names, one member at a time (the reference for :func:`_plain_tree`)."""
+    top = ZipNode()
+    for index, filename in enumerate(names):
+        name = filename.replace("\\", "/")
+        parts = [p for p in name.split("/") if p not in ("", ".")]
+        if name.startswith("/") or (len(name) > 1 and name[1] == ":") or ".." in parts:
+            raise DataError(
+                f"zip entry {filename!r} in {source!r} points outside the archive's folder tree "
+                "(absolute path or '..'); refusing to read this archive"
+            )
+        if not parts or any(is_junk(p) for p in parts):
+            continue
+        is_dir = filename.endswith("/")  # ZipInfo.is_dir()
+        node = top
+        for part in parts if is_dir else parts[:-1]:
+            node = node.child(part)
+        if is_dir or not is_image_name(parts[-1]):
+            continue
+        if encrypted[index]:
+            raise DataError(f"zip entry {filename!r} in {source!r} is encrypted, which is not supported")
+        if parts[-1] in node.files:
+            raise DataError(f"zip entry {filename!r} appears twice in {source!r}")
+        node.files[parts[-1]] = index
+    return top
+
+
+def _plain_tree(names: list[str]) -> ZipNode | None:
+    r""":func:`zip_tree` for plain names, folder by folder rather than member by member; ``None`` for other names.
+
+    Plain: no ``\``, no empty, ``.`` or ``..`` part, no drive letter, no member listed twice. Then each
+    member is ``<folder>/<file>`` with one folder per distinct prefix, so the checks run once per folder and the
+    files of a folder are sorted and classified together (a regular expression over all their names, per-file
+    checks only for folders that hold something else than images). A tenth of :func:`_any_tree`'s time on
+    Medical MNIST's 58,960 members.
+    """
+    joined = "\0" + "\0".join(names) + "\0"
+    if any(bad in joined for bad in _NOT_PLAIN) or (":" in joined and _DRIVE.search(joined)):
+        return None
+    folders: dict[str, list[int]] = {}
+    for index, name in enumerate(names):
+        prefix = name[: name.rfind("/") + 1]
+        members = folders.get(prefix)
+        if members is None:
+            folders[prefix] = [index]
+        else:
+            members.append(index)
+    top = ZipNode()
+    for prefix, indices in folders.items():
+        parts = prefix.split("/")[:-1]
+        if any(is_junk(p) for p in parts):
+            continue
+        full = itemgetter(*indices)(names) if len(indices) > 1 else (names[indices[0]],)
+        # "\0<prefix><file>" -> "\0<file>": a prefix ends with "/", which no file name holds, so only prefixes go.
+        files = "\0".join(full).replace("\0" + prefix, "\0")[len(prefix) :].split("\0")
+        by_name = dict(zip(files, indices, strict=True))
+        folder_entries = files.count("")  # the folder's own directory entry, "<prefix>"
+        by_name.pop("", None)
+        if len(by_name) != len(files) - folder_entries:
+            return None  # a name listed twice: the member-by-member walk reports it if it matters
+        ordered = sorted(by_name)
+        images = by_name
+        if _ALL_IMAGES.fullmatch("\0".join(ordered)) is None:  # something else than images: file by file
+            ordered = [f for f in ordered if not is_junk(f) and is_image_name(f)]
+            images = {f: by_name[f] for f in ordered}
+            if not folder_entries and all(is_junk(f) for f in by_name):
+                continue  # only junk here: as member by member, it makes no folder
+        node = top
+        for part in parts:
+            node = node.child(part)
+        node.files, node._sorted = images, ordered
+    return top
 
 
 def find_class_root(top: Node) -> Node:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from medmnist_lit.data.arrays import read_digits, read_npz, to_luma
 from medmnist_lit.data.imageset import PREDEFINED_CODES
-from medmnist_lit.data.layout import DataError
+from medmnist_lit.data.layout import DataError, ZipNode, _any_tree, _plain_tree, zip_tree
 from medmnist_lit.data.listing import list_folder, list_zip
 from medmnist_lit.data.sources import read_folder, read_zip
 
@@ -195,6 +195,70 @@ def test_not_a_zip(tmp_path: Path) -> None:
     bogus.write_bytes(b"this is not a zip archive at all")
     with pytest.raises(DataError, match=r"cannot read .*data\.zip.* as a zip"):
         read_zip(bogus)
+
+
+# ------------------------------------------------------------------------ a zip's folder tree, two ways
+PLAIN_NAMES = [
+    "mm/", "mm/A/", "mm/A/b.jpeg", "mm/A/a.JPG", "mm/A/README.jpeg", "mm/A/.hidden.jpeg", "mm/A/notes.csv",
+    "mm/B/x.tar.gz", "mm/B/noext", "mm/B/c.webp", "mm/C/.DS_Store", "mm/D/", "mm/D/readme.txt", "mm/E/Thumbs.db",
+    "mm/F/sub/", "mm/G/deep/er/z.png", "__MACOSX/mm/A/._b.jpeg", "mm/.git/x.jpeg", "top.jpeg", "notes.md",
+    "mm/A/a.jpeg", "mm/H/PK\x01\x02.png",
+]  # fmt: skip
+
+
+def tree_shape(node: ZipNode) -> dict[str, object]:
+    return {
+        "label": node.label,
+        "files": node.files,
+        "images": node.images(),
+        "dirs": {name: tree_shape(child) for name, child in node.dirs.items()},
+    }
+
+
+def test_zip_tree_folder_by_folder_equals_member_by_member() -> None:
+    plain = _plain_tree(PLAIN_NAMES)
+    assert plain is not None
+    assert tree_shape(plain) == tree_shape(_any_tree(PLAIN_NAMES, [False] * len(PLAIN_NAMES), "s.zip"))
+    assert plain.dirs["mm"].dirs["A"].images() == ["a.JPG", "a.jpeg", "b.jpeg"]
+    assert "C" not in plain.dirs["mm"].dirs and "E" not in plain.dirs["mm"].dirs  # only junk: no folder
+
+
+@pytest.mark.parametrize(
+    "odd", ["./mm/A/q.jpeg", "mm//A/q.jpeg", "mm\\A\\q.jpeg", "mm/A/./q.jpeg", "mm/A/q.jpeg/.", ""]
+)
+def test_zip_tree_other_names_go_member_by_member(odd: str) -> None:
+    names = [*PLAIN_NAMES, odd]
+    assert _plain_tree(names) is None
+    assert tree_shape(zip_tree(names, [False] * len(names), "s.zip")) == tree_shape(
+        _any_tree(names, [False] * len(names), "s.zip")
+    )
+    assert _plain_tree([*PLAIN_NAMES, "mm/B/noext"]) is None  # a name listed twice
+
+
+def test_zip_tree_errors_name_the_first_culprit_in_archive_order() -> None:
+    names = ["A/", "A/x.jpeg", "B/y.jpeg", "A/x.jpeg", "../evil.jpeg"]
+    with pytest.raises(DataError, match=r"^zip entry 'A/x\.jpeg' appears twice in 's\.zip'$"):
+        zip_tree(names, [False] * 5, "s.zip")
+    with pytest.raises(DataError, match=r"^zip entry 'B/y\.jpeg' in 's\.zip' is encrypted, which is not supported$"):
+        zip_tree(names, [False, False, True, False, False], "s.zip")
+    with pytest.raises(DataError, match=r"^zip entry '\.\./evil\.jpeg' in 's\.zip' points outside"):
+        zip_tree(["A/x.jpeg", "../evil.jpeg", "A/x.jpeg"], [False] * 3, "s.zip")
+    encrypted_junk = zip_tree(["A/x.jpeg", "A/.DS_Store", "B/notes.txt"], [False, True, True], "s.zip")
+    assert encrypted_junk.dirs["A"].files == {"x.jpeg": 0}
+
+
+def test_zip_with_a_member_listed_twice_or_encrypted(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "mm", CLASSES)
+    with pytest.warns(UserWarning, match="Duplicate name"):  # zipfile writes it all the same
+        archive = make_zip(root, tmp_path / "dup.zip", extra={"CXR/000001.jpeg": b"again"})
+    with pytest.raises(DataError, match=r"zip entry 'CXR/000001\.jpeg' appears twice in .*dup\.zip"):
+        list_zip(archive)
+    blob = bytearray(make_zip(root, tmp_path / "enc.zip").read_bytes())
+    record = blob.index(b"BreastMRI/000002.jpeg", blob.index(b"PK\x01\x02")) - 46  # its central-directory record
+    blob[record + 8] |= 0x01  # flag bit 0: encrypted
+    (tmp_path / "enc.zip").write_bytes(bytes(blob))
+    with pytest.raises(DataError, match=r"zip entry 'BreastMRI/000002\.jpeg' in .*enc\.zip.* is encrypted"):
+        list_zip(tmp_path / "enc.zip")
 
 
 # --------------------------------------------------------------------------------- folder errors
