@@ -177,7 +177,7 @@ def compare_pillow_loop(source: Path, rounds: int, workers: int | None, baseline
 
     With ``baseline`` (another checkout), (d) its first decode too, and its pixels are compared with (c)'s.
     """
-    from medmnist_lit.data.decode import available_cpus
+    from medmnist_lit.data.workers import available_cpus
 
     workers = workers or available_cpus()
     names = {"a": "plain Pillow loop", "b": "first decode, Pillow forced", "c": "first decode, fast path"}
@@ -234,8 +234,8 @@ def profile_stages(source: Path, n: int) -> None:
 
     from PIL import Image
 
-    from medmnist_lit.data.convert import decode_plain_jpeg, jpeg_codec, plain_jpeg
     from medmnist_lit.data.decode import decode_range
+    from medmnist_lit.data.fast_jpeg import decode_plain_jpeg, jpeg_codec, plain_jpeg
     from medmnist_lit.data.listing import list_folder, list_zip
 
     def timed(label: str, fn: Any, per: int = 0) -> Any:
@@ -358,7 +358,7 @@ def main() -> None:
     from PIL import __version__ as pillow_version
 
     from medmnist_lit.data.cache import load_dataset
-    from medmnist_lit.data.decode import available_cpus
+    from medmnist_lit.data.workers import available_cpus
 
     source = args.source or make_synthetic(args.synthetic_dir)
     print(

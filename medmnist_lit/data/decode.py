@@ -4,15 +4,15 @@
 API (``Image.open``, ``convert``, ``resize``, ``np.asarray``), or libjpeg-turbo for plain JPEGs (below), whose
 pixels are Pillow's bit for bit. Worker processes write straight into the ``.npy`` file (made by
 ``np.lib.format.open_memmap``), so pixels never travel back through pipes; each worker only returns the indices
-of bad or mis-sized images. Processes are forked when that is safe (Linux, one thread, torch not imported:
-start-up takes milliseconds) and spawned otherwise.
+of bad or mis-sized images. The processes themselves (how many, fork or spawn, Ctrl-C) live in
+:mod:`medmnist_lit.data.workers`.
 
 Conversion is explicit and follows Pillow: ``channels`` 1 is ``Image.convert("L")`` (ITU-R 601-2 luma), 3 is
 ``Image.convert("RGB")``; ``image_size`` resizes to a square with ``Image.Resampling.BILINEAR`` (Pillow's
 default ``reducing_gap=None``) after the conversion. Modes Pillow would convert lossily or not at all (16-bit,
 alpha, float, multi-frame files, EXIF-rotated photos) go through :func:`to_mode`: exact, or a bad image with
-its reason. Plain baseline JPEGs take a libjpeg-turbo fast path (``simplejpeg``;
-:func:`~medmnist_lit.data.convert.decode_plain_jpeg`), about 3× faster on 64×64 files; :data:`FAST_JPEG` turns it off.
+its reason. Plain baseline JPEGs take a libjpeg-turbo fast path (``simplejpeg``; :mod:`medmnist_lit.data.fast_jpeg`),
+about 3× faster on 64×64 files; :data:`FAST_JPEG` turns it off.
 
 Keep this module light to import: numpy and the standard library (Pillow is imported when decoding).
 """
@@ -23,8 +23,6 @@ import io
 import itertools
 import logging
 import os
-import sys
-import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -33,26 +31,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medmnist_lit.data.convert import (
-    UnsupportedImage,
-    decode_plain_jpeg,
-    exif_orientation,
-    jpeg_codec,
-    plain_jpeg,
-    to_mode,
-)
+from medmnist_lit.data.convert import UnsupportedImage, exif_orientation, to_mode
+from medmnist_lit.data.fast_jpeg import decode_plain_jpeg, jpeg_codec, plain_jpeg
 from medmnist_lit.data.layout import LINK_REMEDY, DataError, link_problem
+from medmnist_lit.data.workers import fork_is_safe, resolve_workers, run_chunks
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future, ProcessPoolExecutor
-
     from medmnist_lit.data.listing import EntryReader, Listing
 
 logger = logging.getLogger(__name__)
 
-#: Below this many images per worker, extra processes cost more than they save (``workers=None``): a forked
-#: worker starts in milliseconds, a spawned one re-imports numpy, Pillow and the main module (~0.5 s or more).
-MIN_IMAGES_PER_WORKER = {"fork": 1000, "spawn": 20000}
 #: Bad files listed in an error message.
 SHOW_BAD = 5
 #: Decode plain baseline JPEGs with libjpeg-turbo (``simplejpeg``), same pixels as Pillow, when a call passes no
@@ -82,30 +70,6 @@ class Decoded:
     workers: int = 1
 
 
-def available_cpus() -> int:
-    """CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def fork_is_safe() -> bool:
-    """Whether forking this process is cheap and safe: Linux, one Python thread, no torch/TF/JAX state."""
-    return (
-        sys.platform == "linux"
-        and threading.active_count() == 1
-        and not any(name in sys.modules for name in ("torch", "tensorflow", "jax"))
-    )
-
-
-def resolve_workers(workers: int | None, n: int, method: str = "fork") -> int:
-    """Number of processes for ``n`` images: ``None`` picks one per CPU, fewer for small sets."""
-    if workers is None:
-        workers = min(available_cpus(), n // MIN_IMAGES_PER_WORKER.get(method, MIN_IMAGES_PER_WORKER["spawn"]))
-    return max(1, min(int(workers), n))
-
-
 def decode_range(
     reader: EntryReader,
     out: np.ndarray,
@@ -119,7 +83,7 @@ def decode_range(
 ) -> _Report:
     """Decode entries ``start:stop`` into ``out`` (the hot loop: keep per-image Python work minimal).
 
-    Plain baseline JPEGs are decoded by libjpeg-turbo (:func:`~medmnist_lit.data.convert.decode_plain_jpeg`);
+    Plain baseline JPEGs are decoded by libjpeg-turbo (:func:`~medmnist_lit.data.fast_jpeg.decode_plain_jpeg`);
     the rest by Pillow, where JPEGs already in ``mode`` need three attribute checks and every other image goes
     through :func:`to_mode`, which converts it exactly or refuses it with a reason. Pillow's decompression-bomb
     warnings are raised as errors, so an oversized image is one bad file, not a warning per worker.
@@ -192,30 +156,13 @@ def _describe(exc: Exception) -> str:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(
-    parent_pid: int,
-    reader: EntryReader,
-    out_path: str,
-    mode: str,
-    size: tuple[int, int],
-    resize: bool,
-    fast_jpeg: bool,
-) -> None:
-    import signal
-
-    from medmnist_lit.utils.processes import die_with_parent
-
-    die_with_parent(parent_pid)  # no orphan keeps decoding if the parent is killed, even by SIGKILL
-    # Ctrl-C reaches the whole process group: the parent turns it into one message and stops us. SIGINT was
-    # blocked across the fork (see _decode_parallel) so that none lands before it is ignored here.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+def _init_worker(reader: EntryReader, out_path: str, options: tuple[str, tuple[int, int], bool, bool]) -> None:
     out = np.load(out_path, mmap_mode="r+")
     # Rows are decoded into a small private buffer and written with os.pwrite: a first write to each page of
     # the shared map costs a page fault, ~5 µs per 64×64 image here, a third of a fast-path decode.
     fd = os.open(out_path, os.O_WRONLY) if hasattr(os, "pwrite") else None  # not on Windows: write to the map
     buffer = np.empty((max(1, min(len(out), WRITE_BLOCK_BYTES // max(1, out[0].nbytes))), *out.shape[1:]), np.uint8)
-    _WORKER.update(reader=reader, out=out, fd=fd, buffer=buffer, options=(mode, size, resize, fast_jpeg))
+    _WORKER.update(reader=reader, out=out, fd=fd, buffer=buffer, options=options)
 
 
 def _run_chunk(start: int, stop: int) -> _Report:
@@ -242,73 +189,26 @@ def _decode_parallel(
     reader: EntryReader,
     out_path: Path,
     n: int,
-    mode: str,
-    size: tuple[int, int],
-    resize: bool,
+    options: tuple[str, tuple[int, int], bool, bool],
     workers: int,
     method: str,
-    fast_jpeg: bool,
 ) -> _Report | None:
-    """Decode with a process pool; ``None`` when no pool can be started."""
-    import multiprocessing as mp  # imported here: a cached load never needs it
-    import signal
-    from concurrent.futures import ProcessPoolExecutor
-
+    """Decode with a process pool (:func:`~medmnist_lit.data.workers.run_chunks`); ``None`` when none starts."""
     # A few chunks per worker balance the load on a noisy machine; contiguous chunks keep writes local.
-    bounds = np.linspace(0, n, min(n, workers * 4) + 1).astype(int)
-    bad: list[tuple[int, str]] = []
-    mismatched: list[tuple[int, tuple[int, int]]] = []
-    pool = None
-    # Workers start with SIGINT blocked (a mask survives fork and exec) until they ignore it in _init_worker.
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        pool = ProcessPoolExecutor(
-            workers,
-            mp_context=mp.get_context(method),
-            initializer=_init_worker,
-            initargs=(os.getpid(), reader, str(out_path), mode, size, resize, fast_jpeg),
-        )
-        with warnings.catch_warnings():  # Python 3.12+ warns about forking with numpy's idle BLAS threads
-            warnings.filterwarnings("ignore", message=r".*multi-threaded, use of fork\(\)", category=DeprecationWarning)
-            futures: list[Future[_Report]] = [
-                pool.submit(_run_chunk, a, b) for a, b in itertools.pairwise(bounds.tolist()) if b > a
-            ]
-    except (OSError, ImportError, NotImplementedError) as exc:  # no semaphores/fork here (sandboxes, some CI)
-        logger.warning("Cannot start %d worker processes (%s); decoding in this process", workers, exc)
-        if pool is not None:
-            _stop_pool(pool)
+    bounds = np.linspace(0, n, min(n, workers * 4) + 1).astype(int).tolist()
+    chunks = [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+    reports = run_chunks(
+        _run_chunk,
+        chunks,
+        workers=workers,
+        method=method,
+        initializer=_init_worker,
+        initargs=(reader, str(out_path), options),
+    )
+    if reports is None:
         return None
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a Ctrl-C pressed meanwhile is delivered here
-    try:
-        for future in futures:
-            chunk_bad, chunk_mismatched = future.result()
-            bad += chunk_bad
-            mismatched += chunk_mismatched
-        pool.shutdown()
-    except BaseException:  # Ctrl-C, or a worker that died: stop the others now, mid-image (the output is discarded)
-        _stop_pool(pool)
-        raise
-    return bad, mismatched
-
-
-def _stop_pool(pool: ProcessPoolExecutor) -> None:
-    """Cancel queued chunks and end the workers at once, instead of letting them finish their chunks."""
-    import contextlib
-
-    terminate = getattr(pool, "terminate_workers", None)  # Python 3.14+ (also shuts the pool down)
-    if terminate is not None:
-        with contextlib.suppress(Exception):  # never mask the Ctrl-C or error that got us here
-            terminate()
-        return
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:  # older Pythons: the pool's own table of its processes (stable since 3.2)
-        with contextlib.suppress(Exception):
-            process.terminate()
-    for process in processes:
-        with contextlib.suppress(Exception):
-            process.join(5.0)
+    bad = [item for chunk_bad, _ in reports for item in chunk_bad]
+    return bad, [item for _, chunk_mismatched in reports for item in chunk_mismatched]
 
 
 def _probe_size(reader: EntryReader) -> tuple[int, tuple[int, int]]:
@@ -372,7 +272,7 @@ def decode_listing(
         out = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.uint8, shape=shape)
     report = None
     if workers > 1 and out_path is not None:
-        report = _decode_parallel(listing.reader, out_path, n, mode, size, resize, workers, method, fast)
+        report = _decode_parallel(listing.reader, out_path, n, (mode, size, resize, fast), workers, method)
     if report is None:
         workers = 1
         report = decode_range(listing.reader, out, 0, n, mode, size, resize, fast)

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 import medmnist_lit.data.decode as decode_module
-from medmnist_lit.data.convert import jpeg_codec, plain_jpeg
 from medmnist_lit.data.decode import Decoded, decode_listing
+from medmnist_lit.data.fast_jpeg import jpeg_codec, plain_jpeg
 from medmnist_lit.data.layout import DataError
 from medmnist_lit.data.listing import Listing, list_folder
 
