@@ -8,13 +8,20 @@ Usage::
     python benchmarks/decode.py --source PATH --baseline ../old-checkout --rounds 5 --workers 2
     python benchmarks/decode.py --source ../shared/data/medical_mnist.zip --pillow-loop --rounds 5 --workers 2
     python benchmarks/decode.py --source ../shared/data/medical_mnist.zip --profile 29477   # stage by stage
+    python benchmarks/decode.py --source ../shared/data/medical_mnist.zip --listing --rounds 9 [--baseline ...]
 
 ``--pillow-loop`` times, interleaved round by round, each in a fresh process (imports not counted): (a) a plain
 Pillow loop over the same image files on the same number of processes (each process opens the zip or reads the
 files itself, then ``Image.open(BytesIO(bytes)).convert("L").tobytes()`` per file), (b) this checkout's first
 decode (``load_dataset`` into a fresh cache directory) with every file sent through Pillow (``FAST_JPEG =
 False``) and (c) the same with the libjpeg-turbo fast path; it checks that (b) and (c) cached identical pixels
-and splits (b) and (c) into the decode pass itself and the rest (listing, probe, cache files).
+and splits (b) and (c) into the decode pass itself and the rest (listing, probe, cache files). With ``--baseline``,
+(d) is the other checkout's first decode with its default settings.
+
+``--listing`` times the zip listing stage by stage against :mod:`zipfile`, interleaved in this process: zipfile's
+``infolist()`` against ``read_members`` (the struct/numpy central-directory reader), the folder tree member by
+member against folder by folder, and all of ``list_zip`` (with ``--baseline``, the other checkout's too, in a
+fresh process per round).
 
 ``--baseline`` compares first decodes only: this checkout against another one (e.g. a ``git worktree`` of an
 older commit), interleaved round by round, each in a fresh process and a fresh cache directory (the time is
@@ -197,7 +204,7 @@ def compare_pillow_loop(source: Path, rounds: int, workers: int | None, baseline
                     out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout.split()
                     times[key].append(float(out[0]))
                     continue
-                cache, path = work / f"{key}-{r}", "fast" if key == "c" else "pillow"
+                cache, path = work / f"{key}-{r}", "pillow" if key == "b" else "fast"
                 argv = [sys.executable, "-c", _TIMED_OURS, str(codes[key]), str(source), str(cache), str(workers), path]
                 seconds, decode_pass, entry = subprocess.run(
                     argv, check=True, capture_output=True, text=True
@@ -225,6 +232,59 @@ def compare_pillow_loop(source: Path, rounds: int, workers: int | None, baseline
         shutil.rmtree(work, ignore_errors=True)
 
 
+_TIMED_LISTING = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from medmnist_lit.data.listing import list_zip
+list_zip(Path(sys.argv[2]))
+t0 = time.perf_counter()
+list_zip(Path(sys.argv[2]))
+print(time.perf_counter() - t0)
+"""
+
+
+def compare_listing(source: Path, rounds: int, baseline: Path | None = None) -> None:
+    """The zip listing against zipfile, stage by stage, interleaved round by round (medians, milliseconds)."""
+    import zipfile
+
+    from medmnist_lit.data.fingerprint import zip_fingerprint
+    from medmnist_lit.data.layout import _any_tree, zip_tree
+    from medmnist_lit.data.listing import list_zip
+    from medmnist_lit.data.zipdir import Members, read_members
+
+    members = read_members(source)
+    assert members is not None, "read_members declined this zip: zipfile lists it"
+    names, plain, end = members.names, [False] * len(members.names), zip_fingerprint(source)[1]
+    stages: dict[str, Any] = {
+        "zipfile.ZipFile(source).infolist()": lambda: zipfile.ZipFile(source).infolist(),
+        "  and the same as Members (int64 columns)": lambda: Members.from_infos(zipfile.ZipFile(source).infolist()),
+        "read_members (struct + numpy), reading the file": lambda: read_members(source),
+        "zip_fingerprint (reads and hashes the central directory)": lambda: zip_fingerprint(source),
+        "read_members on the fingerprint's bytes (as list_zip)": lambda: read_members(source, end),
+        "folder tree member by member (_any_tree, as before)": lambda: _any_tree(names, plain, "x"),
+        "folder tree folder by folder (zip_tree)": lambda: zip_tree(names, plain, "x"),
+        "list_zip, all of the listing": lambda: list_zip(source),
+    }
+    if baseline is not None:
+        argv = [sys.executable, "-c", _TIMED_LISTING, str(baseline.resolve()), str(source)]
+        stages[f"list_zip of {baseline.name} (fresh process)"] = lambda: (
+            subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+        )
+    times: dict[str, list[float]] = {label: [] for label in stages}
+    print(_uptime())
+    for r in range(rounds):
+        labels = list(stages)
+        for label in labels[r % len(labels) :] + labels[: r % len(labels)]:  # rotate who goes first
+            t0 = time.perf_counter()
+            out = stages[label]()
+            seconds = time.perf_counter() - t0
+            times[label].append(float(out) if isinstance(out, str) else seconds)
+    for label, values in times.items():
+        print(f"{label:<60} {statistics.median(values) * 1e3:7.1f} ms  " + _fmt([v * 1e3 for v in values]))
+    print(f"{len(names):,} members; {_uptime()}")
+
+
 def profile_stages(source: Path, n: int) -> None:
     """Where a first decode's time goes: listing, and per image (one process, ``n`` images) each step of the loop."""
     import io
@@ -235,8 +295,9 @@ def profile_stages(source: Path, n: int) -> None:
     from PIL import Image
 
     from medmnist_lit.data.decode import decode_range
-    from medmnist_lit.data.fast_jpeg import decode_plain_jpeg, jpeg_codec, plain_jpeg
+    from medmnist_lit.data.fast_jpeg import JpegHeaders, decode_plain_jpeg, jpeg_codec, plain_jpeg
     from medmnist_lit.data.listing import list_folder, list_zip
+    from medmnist_lit.data.zipdir import read_members
 
     def timed(label: str, fn: Any, per: int = 0) -> Any:
         t0 = time.perf_counter()
@@ -247,7 +308,8 @@ def profile_stages(source: Path, n: int) -> None:
 
     print(_uptime())
     if source.suffix == ".zip":
-        timed("zipfile.ZipFile(source).infolist() (inside the listing)", lambda: zipfile.ZipFile(source).infolist())
+        timed("zipfile.ZipFile(source).infolist() (not in the listing)", lambda: zipfile.ZipFile(source).infolist())
+        timed("read_members (the listing's central-directory reader)", lambda: read_members(source))
     listing = timed(
         "listing (list_zip / list_folder)", lambda: (list_zip if source.suffix == ".zip" else list_folder)(source)
     )
@@ -257,17 +319,20 @@ def profile_stages(source: Path, n: int) -> None:
     codec = jpeg_codec()
     assert codec is not None, "simplejpeg is not installed"
     timed("plain_jpeg (segment walk)", lambda: [plain_jpeg(d) for d in data], n)
-    timed("simplejpeg.decode_jpeg_header", lambda: [codec[1](d) for d in data], n)
+    headers = timed("simplejpeg.decode_jpeg_header", lambda: [codec[1](d) for d in data], n)
+    timed("JpegHeaders, a new one per image (walk + header)", lambda: [JpegHeaders(codec[1])(d) for d in data], n)
+    known = JpegHeaders(codec[1])
+    timed("JpegHeaders, one for all images (as per worker block)", lambda: [known(d) for d in data], n)
     with Image.open(io.BytesIO(data[0])) as img:
         mode, size = img.mode, img.size
     row = len(Image.new(mode, size).tobytes())
     ram = np.zeros(n * row, np.uint8)  # touched once: no page faults in the timed loops
     view = memoryview(ram)
     timed(
-        "decode_plain_jpeg (header + libjpeg-turbo, into RAM)",
+        "decode_plain_jpeg (libjpeg-turbo, into RAM)",
         lambda: [
-            decode_plain_jpeg(d, view[i * row : (i + 1) * row], mode, size, False, codec, None)
-            for i, d in enumerate(data)
+            decode_plain_jpeg(d, h, view[i * row : (i + 1) * row], mode, size, False, codec[0], None)
+            for i, (d, h) in enumerate(zip(data, headers, strict=True))
         ],
         n,
     )
@@ -350,9 +415,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--zip", action="store_true", help="also time a zip made from the source and compare")
     parser.add_argument("--baseline", type=Path, help="another checkout: compare first decodes with it only")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of the --baseline/--pillow-loop comparison")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the --baseline/--pillow-loop/--listing runs")
     parser.add_argument("--pillow-loop", action="store_true", help="compare first decodes with a plain Pillow loop")
     parser.add_argument("--profile", type=int, metavar="N", help="time each stage of a first decode on N images")
+    parser.add_argument("--listing", action="store_true", help="time the zip listing against zipfile, by stage")
     args = parser.parse_args()
 
     from PIL import __version__ as pillow_version
@@ -367,6 +433,9 @@ def main() -> None:
     )
     if args.profile:
         profile_stages(source, args.profile)
+        return
+    if args.listing:
+        compare_listing(source, args.rounds, args.baseline)
         return
     if args.pillow_loop:
         compare_pillow_loop(source, args.rounds, args.workers, args.baseline)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medmnist_lit.data.convert import UnsupportedImage, exif_orientation, to_mode
-from medmnist_lit.data.fast_jpeg import decode_plain_jpeg, jpeg_codec, plain_jpeg
+from medmnist_lit.data.fast_jpeg import JpegHeaders, decode_plain_jpeg, jpeg_codec
 from medmnist_lit.data.layout import LINK_REMEDY, DataError, link_problem
 from medmnist_lit.data.workers import fork_is_safe, resolve_workers, run_chunks
 
@@ -105,6 +105,7 @@ def decode_range(
     from PIL import Image
 
     codec = jpeg_codec() if (FAST_JPEG if fast_jpeg is None else fast_jpeg) else None
+    jpeg_header = JpegHeaders(codec[1]) if codec is not None else None
     max_pixels = Image.MAX_IMAGE_PIXELS  # read per call: a caller may have changed Pillow's guard
     bad: list[tuple[int, str]] = []
     mismatched: list[tuple[int, tuple[int, int]]] = []
@@ -118,8 +119,10 @@ def decode_range(
             at = (i - offset) * row
             try:
                 data = read(i)
-                if codec is not None and plain_jpeg(data):
-                    done = decode_plain_jpeg(data, flat[at : at + row], mode, size, resize, codec, max_pixels)
+                if codec is not None and jpeg_header is not None and (header := jpeg_header(data)) is not None:
+                    done = decode_plain_jpeg(
+                        data, header, flat[at : at + row], mode, size, resize, codec[0], max_pixels
+                    )
                     if done is True:
                         continue
                     if done:  # another size, not resized

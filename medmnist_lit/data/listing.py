@@ -1,9 +1,10 @@
 """Listing a folder or zip source: class names, sample ids, labels, fingerprint, and a reader of each file's bytes.
 
 :func:`list_folder` and :func:`list_zip` return a :class:`Listing`; its :class:`EntryReader` fetches one file's
-encoded bytes and is picklable, so decoder processes (:mod:`medmnist_lit.data.decode`) can use it. Zip members
-are read at the central directory's offsets with ``os.pread`` and checked against their CRC (about 6× faster
-per member than ``zipfile`` here; ``benchmarks/decode.py``); other compression methods go through ``zipfile``.
+encoded bytes and is picklable, so decoder processes (:mod:`medmnist_lit.data.decode`) can use it. A zip's
+central directory is read once (:mod:`medmnist_lit.data.zipdir`, shared with its fingerprint), and its members at
+their offsets with ``os.pread``, checked against their CRC (about 10× faster per member than ``zipfile`` here;
+``benchmarks/decode.py``); other compression methods go through ``zipfile``.
 
 This module must stay light to import (no torch, torchvision, lightning or sklearn at module level).
 """

@@ -15,7 +15,7 @@ from PIL import Image
 
 import medmnist_lit.data.decode as decode_module
 from medmnist_lit.data.decode import Decoded, decode_listing
-from medmnist_lit.data.fast_jpeg import jpeg_codec, plain_jpeg
+from medmnist_lit.data.fast_jpeg import jpeg_codec, plain_jpeg, plain_jpeg_headers
 from medmnist_lit.data.layout import DataError
 from medmnist_lit.data.listing import Listing, list_folder
 
@@ -194,6 +194,37 @@ def test_segments_that_pillows_parser_refuses_or_skips_are_not_plain() -> None:
     assert not plain_jpeg(data[:sof] + frame + data[sof:])  # two frame headers
     assert not plain_jpeg(data[: sof + 4] + b"\x0c" + data[sof + 5 :])  # 12-bit samples: Pillow refuses them
     assert not plain_jpeg(data[: sof + 3] + bytes([data[sof + 3] + 3]) + data[sof + 4 :])  # frame length is off
+
+
+def test_header_blocks_are_read_once_and_bad_scans_behind_them_still_go_to_pillow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files that repeat a header block byte for byte get its answer without a second walk or header call."""
+    codec = jpeg_codec()
+    assert codec is not None
+    decode, header = codec
+    headers: list[int] = []
+
+    def counted(data: bytes) -> Any:
+        headers.append(1)
+        return header(data)
+
+    monkeypatch.setattr(decode_module, "jpeg_codec", lambda: (decode, counted))
+    good = jpeg(pixels(seed=1))
+    block = plain_jpeg_headers(good)
+    assert block and plain_jpeg_headers(jpeg(pixels(seed=2))) == block
+    assert jpeg(pixels(seed=2))[:block] == good[:block]  # same encoder settings: the same header bytes
+    files = {f"{i:02d}.jpeg": jpeg(pixels(seed=i)) for i in range(8)}
+    files["09_corrupt.jpeg"] = corrupt_scan(good)
+    files["10_cut_after_header.jpeg"] = good[:block]
+    files["11_cut.jpeg"] = good[: len(good) // 2]
+    files["12_rgb.jpeg"] = jpeg(RGB, subsampling=2)
+    listing = listing_of(tmp_path, files)
+    fast, _ = both(listing)  # same pixels and the same bad files as Pillow alone
+    assert len(headers) == 2  # one gray block (12 files, class B's too), one colour block
+    assert [entry["id"] for entry in fast.skipped] == [
+        entry["id"] for entry in decode_listing(listing, fast_jpeg=False, skip_bad=True).skipped
+    ]
 
 
 @pytest.mark.parametrize("channels", [1, 3])
