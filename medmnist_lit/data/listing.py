@@ -192,10 +192,9 @@ def list_zip(path: Path) -> Listing:
     """
     try:
         fingerprint, end = zip_fingerprint(path)
-        unreadable = None
-    except DataError as exc:  # reported after zipfile's own verdict on the file, which comes first
-        end, unreadable = None, exc
-    members = read_members(path, end) if end is not None else None
+        members, unreadable = read_members(path, end), None
+    except (DataError, OSError) as exc:  # reported after zipfile's own verdict on the file, which comes first
+        members, unreadable = None, exc
     if members is None:
         try:
             with zipfile.ZipFile(path) as zf:

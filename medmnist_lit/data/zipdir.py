@@ -1,10 +1,10 @@
-"""A zip's central directory read with ``struct`` and numpy: what :mod:`zipfile` lists, about 8× faster.
+"""A zip's central directory read with ``struct`` and numpy: what :mod:`zipfile` lists, about 10× faster.
 
 :func:`read_members` returns each member's name, local-header offset, sizes, CRC-32, compression method and flags
 exactly as ``zipfile.ZipFile(path).infolist()`` would, as lists and arrays (:class:`Members`). It exists for the
-first decode of large zips: for Medical MNIST's 58,960 members ``zipfile`` takes ~0.3 s in the parent process
+first decode of large zips: for Medical MNIST's 58,960 members ``zipfile`` takes 0.3–0.4 s in the parent process
 before any decoder starts (a ``ZipInfo`` per member, cp437 name decoding, extra fields parsed one by one), this
-~40 ms (``benchmarks/decode.py --profile``). It follows zipfile's own reading (``_EndRecData``,
+~35 ms (``benchmarks/decode.py --listing``). It follows zipfile's own reading (``_EndRecData``,
 ``_RealGetContents``, ``ZipInfo._decodeExtra``) and returns ``None``, so that the caller uses zipfile, for
 anything unusual: no end record where zipfile looks, data before the archive, several disks, a record or extra
 field that does not add up, encrypted members, Info-ZIP Unicode Path fields (renamed by Python ≥ 3.12),
@@ -248,9 +248,10 @@ def _parse(directory: bytes, count: int) -> Members | None:
         data = directory[zip64[i] + 4 : zip64[i] + 4 + length]
         for column in (sizes, compressed, offsets):
             if column[i] == _SENTINEL:
-                if len(data) < 8:
-                    return None  # zipfile: "Corrupt zip64 extra field"
-                column[i] = int.from_bytes(data[:8], "little")
+                value = int.from_bytes(data[:8], "little")
+                if len(data) < 8 or value >= 1 << 63:
+                    return None  # zipfile: "Corrupt zip64 extra field"; or beyond an int64 column
+                column[i] = value
                 data = data[8:]
     return Members(
         names,
