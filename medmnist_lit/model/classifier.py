@@ -80,6 +80,16 @@ class PlainAttributes:
             super().__setattr__(name, value)
 
 
+class UnsetHead(nn.Module):
+    """The head of a Classifier whose shapes come from the data at ``setup`` (it has no parameters)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Refuse: there is no head yet."""
+        raise RuntimeError(
+            "the Classifier has no shapes yet: train it with a MedMNISTDataModule, or give num_classes and input_shape"
+        )
+
+
 class Classifier(PlainAttributes, L.LightningModule):
     """Cross-entropy training of a logistic-regression or MLP head on flattened images.
 
@@ -108,8 +118,8 @@ class Classifier(PlainAttributes, L.LightningModule):
 
     def __init__(
         self,
-        num_classes: int = 10,
-        input_shape: Sequence[int] = (1, 8, 8),
+        num_classes: int | None = None,
+        input_shape: Sequence[int] | None = None,
         class_names: list[str] | None = None,
         head: HeadName = "logistic",
         hidden_sizes: list[int] = [512, 512],  # noqa: B006 - jsonargparse shows it; never mutated
@@ -125,8 +135,9 @@ class Classifier(PlainAttributes, L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.num_classes = num_classes
+        self.num_classes: int = num_classes or 0  # 0 until the shapes are known
         self.class_names = list(class_names) if class_names else None
+        self.head: nn.Module = UnsetHead()
         self.label_smoothing = label_smoothing
         self.class_weights = class_weights
         self.optimizer_config = optimizer or DEFAULT_OPTIMIZER
@@ -135,16 +146,12 @@ class Classifier(PlainAttributes, L.LightningModule):
         self.monitor = monitor
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"model.label_smoothing must lie in [0, 1), got {label_smoothing}")
-        if isinstance(class_weights, list) and len(class_weights) != num_classes:
-            raise ValueError(f"model.class_weights has {len(class_weights)} values for {num_classes} classes")
-        self.head = self.make_head()
         weight = torch.tensor(class_weights, dtype=torch.float32) if isinstance(class_weights, list) else None
         self.class_weight: Tensor | None
         # not persistent: explicit weights come from the hyperparameters, "balanced" ones from the data at setup
         self.register_buffer("class_weight", weight, persistent=False)
-        self.train_metrics = EpochMetrics(num_classes, class_names)
-        self.val_metrics = EpochMetrics(num_classes, class_names)
-        self.test_metrics = EpochMetrics(num_classes, class_names)
+        if num_classes is not None and input_shape is not None:
+            self.set_shapes(num_classes, input_shape, class_names)
         #: Finished epochs' metrics, e.g. ``history["val/loss"] == [0.9, 0.7, ...]`` (also used for plots).
         self.history: dict[str, list[float]] = {}
         self._history_epoch: dict[str, int] = {}
@@ -152,6 +159,23 @@ class Classifier(PlainAttributes, L.LightningModule):
         self.confusion: dict[str, Tensor] = {}
 
     # -------------------------------------------------------------------------------------- model
+    def set_shapes(self, num_classes: int, input_shape: Sequence[int], class_names: Sequence[str] | None) -> None:
+        """Build the head and the metrics for ``num_classes`` classes of ``input_shape`` images.
+
+        Called by ``__init__`` when both are given, else by :meth:`setup` with the DataModule's (so
+        ``trainer.fit(Classifier(), MedMNISTDataModule(source=...))`` fits the data); the hyperparameters, and so
+        the checkpoints, record them.
+        """
+        if isinstance(self.class_weights, list) and len(self.class_weights) != num_classes:
+            raise ValueError(f"model.class_weights has {len(self.class_weights)} values for {num_classes} classes")
+        names = list(class_names) if class_names else None
+        self.hparams.update(num_classes=int(num_classes), input_shape=tuple(input_shape), class_names=names)
+        self.num_classes, self.class_names = int(num_classes), names
+        self.head = self.make_head()
+        self.train_metrics = EpochMetrics(num_classes, names)
+        self.val_metrics = EpochMetrics(num_classes, names)
+        self.test_metrics = EpochMetrics(num_classes, names)
+
     def make_head(self) -> nn.Module:
         """A freshly initialised head of this model's architecture (drawn from torch's global generator)."""
         hp = self.hparams
@@ -191,10 +215,30 @@ class Classifier(PlainAttributes, L.LightningModule):
         return restore(cls, checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs)
 
     def setup(self, stage: str) -> None:
-        """Resolve ``class_weights="balanced"`` from the training part of the attached DataModule."""
+        """Take the shapes and class names from the attached DataModule, and resolve ``class_weights="balanced"``.
+
+        Raises:
+            MisconfigurationException: No shapes were given and no MedMNISTDataModule is attached, or the given
+                shapes differ from the data's.
+        """
+        datamodule: Any = getattr(self.trainer, "datamodule", None)
+        if hasattr(datamodule, "input_shape"):
+            shapes = (int(datamodule.num_classes), tuple(datamodule.input_shape))
+            if isinstance(self.head, UnsetHead):
+                self.set_shapes(*shapes, datamodule.class_names)
+            elif shapes != (self.num_classes, tuple(self.hparams["input_shape"])):
+                raise MisconfigurationException(
+                    f"the Classifier was built for {self.num_classes} classes of {tuple(self.hparams['input_shape'])} "
+                    f"images but the data has {shapes[0]} classes of {shapes[1]}; leave num_classes and input_shape "
+                    "out to take them from the data"
+                )
+        elif isinstance(self.head, UnsetHead):
+            raise MisconfigurationException(
+                "Classifier() without num_classes and input_shape takes them from a MedMNISTDataModule: pass one to "
+                "trainer.fit, or give num_classes and input_shape"
+            )
         if self.class_weights != "balanced" or self.class_weight is not None:
             return
-        datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "class_counts"):
             raise MisconfigurationException("class_weights='balanced' needs a MedMNISTDataModule to count classes")
         counts = torch.as_tensor(datamodule.class_counts("train"), dtype=torch.float32)

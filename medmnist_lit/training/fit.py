@@ -275,7 +275,7 @@ def fit_and_test(
     """
     start = time.perf_counter()
     secure_trainer(trainer)
-    if ckpt_path:  # fail before the run directory exists, not halfway into it
+    if ckpt_path and list(model.parameters()):  # fail before the run directory exists, not halfway into it
         check_compatible(load_checkpoint(ckpt_path), model, ckpt_path)
     directory = run_dir(trainer)  # on every process: a collective call with several
     if audit and trainer.is_global_zero:
