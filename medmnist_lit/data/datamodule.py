@@ -22,6 +22,7 @@ from medmnist_lit.data.loaders import BatchLoader, EpochSampler, PixelTransform
 from medmnist_lit.splits.groups import exact_duplicate_groups, merge_groups, read_group_csv
 from medmnist_lit.splits.split import Split
 from medmnist_lit.splits.strategies import make_split, stratified_subset
+from medmnist_lit.utils.checkpoints import WeightsOnlyLoading
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ SplitName = Literal["holdout", "kfold", "loo", "group_kfold", "logo", "predefine
 GroupBy = Literal["duplicates", "near_duplicates"]
 
 
-class MedMNISTDataModule(L.LightningDataModule):
+class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ignore[misc]  # weights-only loader
     """Medical MNIST, MedMNIST or the bundled demo, split for hold-out, k-fold, LOO or grouped validation.
 
     The source is decoded once into a cache and memory-mapped (see :func:`medmnist_lit.data.cache.load_dataset`);
@@ -267,21 +268,6 @@ class MedMNISTDataModule(L.LightningDataModule):
         self.split.save(path, ids=self.dataset.ids)
 
     # ------------------------------------------------------------------------------------ lightning
-    @classmethod
-    def load_from_checkpoint(  # type: ignore[override]
-        cls,
-        checkpoint_path: Any,
-        map_location: Any = None,
-        hparams_file: Any = None,
-        strict: bool | None = None,
-        weights_only: bool | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        """Lightning's ``load_from_checkpoint``, reading the file weights-only (local path or ``http(s)`` URL)."""
-        from medmnist_lit.utils.checkpoints import restore
-
-        return restore(cls, checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs)
-
     def prepare_data(self) -> None:
         """Decode the source into the cache (once per machine)."""
         _ = self.dataset

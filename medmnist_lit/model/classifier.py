@@ -18,6 +18,7 @@ from torch.optim.lr_scheduler import CyclicLR, OneCycleLR, ReduceLROnPlateau
 
 from medmnist_lit.model.heads import ActivationName, HeadName, build_head
 from medmnist_lit.model.metrics import EpochMetrics
+from medmnist_lit.utils.checkpoints import WeightsOnlyLoading
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class UnsetHead(nn.Module):
         )
 
 
-class Classifier(PlainAttributes, L.LightningModule):
+class Classifier(PlainAttributes, WeightsOnlyLoading, L.LightningModule):
     """Cross-entropy training of a logistic-regression or MLP head on flattened images.
 
     Lightning's automatic optimization: each batch is one mini-batch, :meth:`training_step` returns its loss and
@@ -198,21 +199,6 @@ class Classifier(PlainAttributes, L.LightningModule):
         return nn.functional.cross_entropy(
             logits, target, weight=self.class_weight, label_smoothing=self.label_smoothing
         )
-
-    @classmethod
-    def load_from_checkpoint(
-        cls,
-        checkpoint_path: Any,
-        map_location: Any = None,
-        hparams_file: Any = None,
-        strict: bool | None = None,
-        weights_only: bool | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        """Lightning's ``load_from_checkpoint``, reading the file weights-only (local path or ``http(s)`` URL)."""
-        from medmnist_lit.utils.checkpoints import restore
-
-        return restore(cls, checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs)
 
     def setup(self, stage: str) -> None:
         """Take the shapes and class names from the attached DataModule, and resolve ``class_weights="balanced"``.

@@ -24,7 +24,15 @@ import lightning as L
 import torch
 from lightning.pytorch.plugins import TorchCheckpointIO
 
-__all__ = ["CheckpointError", "SafeCheckpointIO", "check_compatible", "load_checkpoint", "restore", "secure_trainer"]
+__all__ = [
+    "CheckpointError",
+    "SafeCheckpointIO",
+    "WeightsOnlyLoading",
+    "check_compatible",
+    "load_checkpoint",
+    "restore",
+    "secure_trainer",
+]
 
 #: Seconds to wait for a remote checkpoint's server.
 DOWNLOAD_TIMEOUT = 60.0
@@ -188,3 +196,20 @@ def restore(
     elif cls.__qualname__ in checkpoint:
         obj.load_state_dict(checkpoint[cls.__qualname__])
     return obj
+
+
+class WeightsOnlyLoading:
+    """Mix in before ``LightningModule``/``LightningDataModule``: ``load_from_checkpoint`` reads via :func:`restore`."""
+
+    @classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: Any,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Lightning's ``load_from_checkpoint``, reading the file weights-only (local path or ``http(s)`` URL)."""
+        return restore(cls, checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs)
