@@ -6,6 +6,7 @@ Usage::
     python benchmarks/training_speed.py cv      [--source DIR] [--repeats 3] [--epochs 5]
     python benchmarks/training_speed.py loo     [--source DIR] [--repeats 3] [--epochs 5]
     python benchmarks/training_speed.py sklearn --source ../shared/data/medical_mnist_sample
+    python benchmarks/training_speed.py compare --source ZIP [--baseline CHECKOUT] [--rounds 3] [--batches 128 16]
 
 ``epochs``: seconds per training epoch (logistic head, SGD, 47k training images) of ``fit`` against a bare
 PyTorch loop over the same in-memory tensors (float32, already scaled), at batch 128 and 16 (and 1: online). Beside
@@ -16,7 +17,9 @@ batches, no callbacks, no logger), and textbook Lightning pipelines over a ``Ten
 Epoch time is the training part only (validation excluded for every variant); the first epoch of each trial is a
 warm-up and is not counted. ``--steps N`` caps every variant's epoch at N optimizer steps (online training: an
 epoch of 47k steps takes minutes).
-``cv``: wall time of 5-fold ``cv`` against one ``fit`` of the same config. ``loo``: leave-one-out on 1,000
+``compare``: the ``epochs`` variants (without the textbook ones) each in a fresh process pinned to two cores, and
+``fit`` of another checkout (``--baseline``, e.g. a ``git worktree`` of an older commit) beside them, rounds
+interleaved. ``cv``: wall time of 5-fold ``cv`` against one ``fit`` of the same config. ``loo``: leave-one-out on 1,000
 images against one ``fit`` on those 1,000 images. ``sklearn``: seconds until ``fit`` reaches the test accuracy
 of scikit-learn's ``LogisticRegression`` on the same split, against scikit-learn's own fit time.
 
@@ -42,7 +45,7 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, os.environ.get("BENCH_CHECKOUT", str(REPO)))  # compare: another checkout's medmnist_lit
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 SYNTHETIC = Path(tempfile.gettempdir()) / "medmnist_lit_bench"
@@ -278,6 +281,72 @@ def run_epochs(args: argparse.Namespace) -> None:
     print(f"\nload after: {_load()}")
 
 
+# ---------------------------------------------------------------------------------------- compare
+def run_trial(args: argparse.Namespace) -> None:
+    """One trial in this process (``compare`` starts one per variant and round): prints seconds per epoch."""
+    import torch
+
+    source = _source(args.source)
+    with tempfile.TemporaryDirectory() as log_dir, contextlib.redirect_stderr(io.StringIO()):
+        if args.variant == "bare":
+            from medmnist_lit.data.datamodule import MedMNISTDataModule
+
+            datamodule = MedMNISTDataModule(str(source), test_fraction=0.0, val_fraction=0.2)
+            train = datamodule.indices("train")
+            x = torch.from_numpy(np.asarray(datamodule.dataset.images)[train]).reshape(len(train), -1)
+            y = torch.from_numpy(np.asarray(datamodule.dataset.labels)[train]).long()
+            times = _bare(x.float().div_(255), y, args.batches[0], args.epochs, args.steps)
+        elif args.variant == "floor":
+            times = _lightning_floor(source, args.batches[0], args.epochs, args.steps)
+        else:
+            every = {"fit": {}, "fit50": {"log_every": 50}}[args.variant]
+            times = _medmnist_fit(source, args.batches[0], args.epochs, log_dir, args.steps, **every)
+    print(statistics.median(times[1:] or times))
+
+
+def run_compare(args: argparse.Namespace) -> None:
+    import subprocess
+
+    variants = {
+        "bare PyTorch loop": (REPO, "bare"),
+        "medmnist-lit fit": (REPO, "fit"),
+        "fit, LR logged every 50 steps": (REPO, "fit50"),
+        "Lightning floor (no callbacks, no logger)": (REPO, "floor"),
+    }
+    if args.baseline:
+        variants["fit of --baseline"] = (Path(args.baseline).resolve(), "fit")
+    pin = ["taskset", "-c", "0,1"] if sys.platform.startswith("linux") else []
+
+    def trial(checkout: Path, variant: str, batch: int) -> float:
+        options = ["--source", str(args.source), "--epochs", str(args.epochs), "--batches", str(batch)]
+        options += ["--steps", str(args.steps)] if args.steps else []
+        command = [*pin, sys.executable, __file__, "trial", "--variant", variant, *options]
+        env = {**os.environ, "BENCH_CHECKOUT": str(checkout)}  # whose medmnist_lit the trial imports
+        out = subprocess.run(command, capture_output=True, text=True, env=env)
+        try:
+            return float(out.stdout.split()[-1])
+        except (IndexError, ValueError):
+            print(out.stderr[-2000:], file=sys.stderr)
+            return math.nan
+
+    print(f"source {args.source}; {args.rounds} rounds, {args.epochs} epochs per trial; load {_load()}")
+    trial(REPO, "bare", args.batches[0])  # warm-up: page cache, the decode cache
+    rows = []
+    for batch in args.batches:
+        samples: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(args.rounds):
+            for name, (checkout, variant) in variants.items():
+                samples[name].append(trial(checkout, variant, batch))
+        bare = statistics.median(samples["bare PyTorch loop"])
+        for name, values in samples.items():
+            median = statistics.median(values)
+            rows.append((batch, name, median, median / bare, values))
+    print("\n| batch | pipeline | s/epoch (median) | × bare loop | trials |\n|---|---|---|---|---|")
+    for batch, name, median, ratio, values in rows:
+        print(f"| {batch} | {name} | {median:.3f} | {ratio:.2f} | {', '.join(f'{v:.2f}' for v in values)} |")
+    print(f"\nload after: {_load()}")
+
+
 # -------------------------------------------------------------------------------------- cv / loo
 def _config(source: Path, epochs: int, log_dir: str, name: str, **data: Any) -> dict[str, Any]:
     return {
@@ -389,7 +458,7 @@ def run_sklearn(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["epochs", "cv", "loo", "sklearn"])
+    parser.add_argument("what", choices=["epochs", "cv", "loo", "sklearn", "compare", "trial"])
     parser.add_argument("--source", help="image folder (default: synthetic Medical MNIST shape)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=4)
@@ -397,6 +466,9 @@ def main() -> None:
     parser.add_argument("--no-imagefolder", dest="imagefolder", action="store_false")
     parser.add_argument("--no-textbook", dest="textbook", action="store_false")
     parser.add_argument("--steps", type=int, help="cap every epoch at this many optimizer steps (online training)")
+    parser.add_argument("--baseline", help="compare: a checkout of another commit whose fit runs beside")
+    parser.add_argument("--rounds", type=int, default=3, help="compare: interleaved rounds")
+    parser.add_argument("--variant", default="fit", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     import logging
@@ -408,6 +480,8 @@ def main() -> None:
         "cv": lambda a: run_ratio(a, False),
         "loo": lambda a: run_ratio(a, True),
         "sklearn": run_sklearn,
+        "compare": run_compare,
+        "trial": run_trial,
     }[args.what](args)
 
 
