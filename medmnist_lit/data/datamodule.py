@@ -16,8 +16,8 @@ from torch import Tensor
 
 from medmnist_lit.data.cache import load_dataset
 from medmnist_lit.data.fold import Fold, fold_loader, fold_transform, split_fold
-from medmnist_lit.data.imageset import ImageSet
-from medmnist_lit.data.layout import DataError, require_source
+from medmnist_lit.data.imageset import ImageSet, match_classes
+from medmnist_lit.data.layout import require_source
 from medmnist_lit.data.loaders import BatchLoader, EpochSampler, PixelTransform
 from medmnist_lit.splits.groups import exact_duplicate_groups, merge_groups, read_group_csv
 from medmnist_lit.splits.split import Split
@@ -402,28 +402,3 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
             "n_folds": split.n_folds,
             "fold": self.selected_fold.number,
         }
-
-
-def match_classes(other: ImageSet, reference: ImageSet) -> ImageSet:
-    """``other`` with labels re-coded to ``reference``'s class order, matched by class name.
-
-    Raises:
-        DataError: If the class names differ, or the image shapes do.
-    """
-    from dataclasses import replace
-
-    if sorted(other.class_names) != sorted(reference.class_names):
-        missing = sorted(set(reference.class_names) - set(other.class_names))
-        extra = sorted(set(other.class_names) - set(reference.class_names))
-        raise DataError(
-            f"data.test_source {other.source} has classes {list(other.class_names)}, but the training data has "
-            f"{list(reference.class_names)} (missing: {missing}, unknown: {extra}); an external test set needs the "
-            "same class names"
-        )
-    if other.input_shape != reference.input_shape:
-        raise DataError(
-            f"data.test_source {other.source} has images of shape {other.input_shape} (C, H, W) but the training "
-            f"data has {reference.input_shape}; set data.image_size (and data.channels) so both convert alike"
-        )
-    order = np.array([reference.class_names.index(name) for name in other.class_names], dtype=np.int64)
-    return replace(other, labels=order[other.labels], class_names=reference.class_names)

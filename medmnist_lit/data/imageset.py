@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from medmnist_lit.data.layout import DataError
+
 #: Codes of the official split of a MedMNIST ``.npz`` (see :attr:`ImageSet.predefined`).
 PREDEFINED_CODES = {"train": 0, "val": 1, "test": 2}
 
@@ -79,3 +81,26 @@ class ImageSet:
             groups=None if self.groups is None else self.groups[index],
             predefined=None if self.predefined is None else self.predefined[index],
         )
+
+
+def match_classes(other: ImageSet, reference: ImageSet) -> ImageSet:
+    """``other`` with labels re-coded to ``reference``'s class order, matched by class name.
+
+    Raises:
+        DataError: If the class names differ, or the image shapes do.
+    """
+    if sorted(other.class_names) != sorted(reference.class_names):
+        missing = sorted(set(reference.class_names) - set(other.class_names))
+        extra = sorted(set(other.class_names) - set(reference.class_names))
+        raise DataError(
+            f"data.test_source {other.source} has classes {list(other.class_names)}, but the training data has "
+            f"{list(reference.class_names)} (missing: {missing}, unknown: {extra}); an external test set needs the "
+            "same class names"
+        )
+    if other.input_shape != reference.input_shape:
+        raise DataError(
+            f"data.test_source {other.source} has images of shape {other.input_shape} (C, H, W) but the training "
+            f"data has {reference.input_shape}; set data.image_size (and data.channels) so both convert alike"
+        )
+    order = np.array([reference.class_names.index(name) for name in other.class_names], dtype=np.int64)
+    return replace(other, labels=order[other.labels], class_names=reference.class_names)
