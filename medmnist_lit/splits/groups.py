@@ -21,6 +21,7 @@ from scipy.sparse.csgraph import connected_components
 
 from medmnist_lit.splits.near_duplicates import first_appearance
 from medmnist_lit.splits.near_duplicates import near_duplicate_groups as near_duplicate_groups  # re-exported
+from medmnist_lit.utils.files import read_user_text
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +62,7 @@ def read_group_csv(path: str | os.PathLike[str], ids: np.ndarray) -> np.ndarray:
     """
     path = Path(path)
     given = "check the path given to --data.groups (a CSV with columns id,group)"
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        raise GroupFileError(f"group file {path} does not exist; {given}") from None
-    except IsADirectoryError:
-        raise GroupFileError(f"group file {path} is a folder, not a file; {given}") from None
-    except PermissionError:
-        raise GroupFileError(f"group file {path} is not readable (permission denied); make it readable") from None
-    except UnicodeDecodeError as err:
-        raise GroupFileError(
-            f"group file {path} is not UTF-8 text (offset {err.start}); save it as UTF-8 CSV"
-        ) from None
+    text = read_user_text(path, "group file", given, GroupFileError, encoding="utf-8-sig")
     try:
         dialect: Any = csv.Sniffer().sniff(text.split("\n", 1)[0], delimiters=",;\t")
     except csv.Error:  # a single-column or empty header: let the column check report it

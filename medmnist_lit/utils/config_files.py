@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from medmnist_lit.utils.files import read_user_text
+
 #: Options whose value is a config file.
 CONFIG_OPTIONS = ("--config", "-c")
 #: Option groups that also accept a config file for their section (``--data data.yaml``).
@@ -71,21 +73,7 @@ def load_yaml(
     """
     path = Path(path)
     given = f"check the path given to {option}" if option else "check the path"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigFileError(f"{what} {path} does not exist; {given}") from None
-    except IsADirectoryError:
-        raise ConfigFileError(f"{what} {path} is a folder, not a file; {given}") from None
-    except PermissionError:
-        raise ConfigFileError(f"{what} {path} is not readable (permission denied); make it readable") from None
-    except UnicodeDecodeError as err:
-        raise ConfigFileError(
-            f"{what} {path} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
-            "save it as UTF-8"
-        ) from None
-    except OSError as err:
-        raise ConfigFileError(f"{what} {path} cannot be read: {err.strerror or err}") from None
+    text = read_user_text(path, what, given, ConfigFileError)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

@@ -119,3 +119,31 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from None
+
+
+def read_user_text(path: Path, what: str, remedy: str, error: type[ValueError], encoding: str = "utf-8") -> str:
+    """The text of a file a user named, or ``error`` with one line: ``what`` (its role), the path, the problem.
+
+    Args:
+        path: The file.
+        what: What the file is for, e.g. ``"config file"``, ``"group file"``.
+        remedy: What to do when the path is wrong, e.g. ``"check the path given to --data.groups"``.
+        error: The exception type to raise.
+        encoding: Text encoding (``"utf-8-sig"`` accepts a byte-order mark).
+    """
+    try:
+        with path.open(newline="", encoding=encoding) as handle:  # newline="": CSV readers want the raw line ends
+            return handle.read()
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist; {remedy}") from None
+    except IsADirectoryError:
+        raise error(f"{what} {path} is a folder, not a file; {remedy}") from None
+    except PermissionError:
+        raise error(f"{what} {path} is not readable (permission denied); make it readable") from None
+    except UnicodeDecodeError as err:
+        raise error(
+            f"{what} {path} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+            "save it as UTF-8"
+        ) from None
+    except OSError as err:
+        raise error(f"{what} {path} cannot be read: {err.strerror or err}") from None
