@@ -102,7 +102,7 @@ def predict_command(args: Sequence[str]) -> int:
 def lr_find_command(args: Sequence[str]) -> int:
     """``medmnist-lit lr-find``: Lightning's learning-rate range test."""
     from medmnist_lit.lightning_cli import LRFindOptions
-    from medmnist_lit.training.fit import find_lr
+    from medmnist_lit.training.lr_find import find_lr
 
     cli = _training("lr-find", args)
     find_lr(cli.trainer, cli.model, cli.datamodule, LRFindOptions(**cli.config.lr_find.as_dict()))
