@@ -269,10 +269,15 @@ def _md_cell(column: str, value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
-def _md_table(columns: list[str], rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(_md_cell(c, row.get(c)) for c in columns) + " |" for row in rows]
-    return lines
+def _md_table(columns: list[str], rows: list[list[str]]) -> list[str]:
+    """A GitHub-flavoured Markdown table of already formatted cells (tabulate lays it out)."""
+    from tabulate import tabulate
+
+    return tabulate(rows, headers=columns, tablefmt="github", disable_numparse=True).splitlines()
+
+
+def _md_rows(columns: list[str], rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    return columns, [[_md_cell(c, row.get(c)) for c in columns] for row in rows]
 
 
 def _signed(value: float) -> str:
@@ -288,7 +293,7 @@ def markdown(directory: Path, batch: dict[str, Any], records: list[dict | None],
     lines += [f"Spec `{batch['spec']}` · metric `{metric}` · {len(records)} runs: {counts}", ""]
     if batch.get("overrides"):
         lines += ["Overrides: " + " ".join(f"`--{k} {display(v)}`" for k, v in batch["overrides"].items()), ""]
-    lines += ["## Variants (mean ± std over seeds)", "", *_md_table(*variant_rows(batch, records)), ""]
+    lines += ["## Variants (mean ± std over seeds)", "", *_md_table(*_md_rows(*variant_rows(batch, records))), ""]
     rows = comparisons(directory, batch, records)
     if rows:
         lines += [f"## Paired comparison with `{batch['baseline']}`", ""]
@@ -296,19 +301,19 @@ def markdown(directory: Path, batch: dict[str, Any], records: list[dict | None],
             f"Difference in `{metric}` (variant − baseline) over shared seeds (fit) or (seed, fold) pairs (cv); "
             "95% interval and p-value of the corrected resampled t-test (Nadeau & Bengio, 2003).",
             "",
-            f"| variant | pairs | Δ {metric} | 95% interval | p |",
-            "|---|---|---|---|---|",
         ]
+        cells = []
         for row in rows:
             if row["note"]:
-                lines.append(f"| {row['variant']} | – | {row['note']} | | |")
+                cells.append([row["variant"], "–", row["note"], "", ""])
                 continue
             lo, hi = row["ci95"]
             interval = "–" if math.isnan(lo) else f"[{lo:+.4f}, {hi:+.4f}]"
             p = "–" if math.isnan(row["p"]) else f"{row['p']:.3g}"
-            lines.append(f"| {row['variant']} | {row['n']} {row['unit']} | {_signed(row['mean'])} | {interval} | {p} |")
+            cells.append([row["variant"], f"{row['n']} {row['unit']}", _signed(row["mean"]), interval, p])
+        lines += _md_table(["variant", "pairs", f"Δ {metric}", "95% interval", "p"], cells)
         lines.append("")
-    lines += ["## Runs", "", *_md_table(*run_rows(batch, records)), ""]
+    lines += ["## Runs", "", *_md_table(*_md_rows(*run_rows(batch, records))), ""]
     failed = [r for r in records if r and r.get("status") == "failed"]
     if failed:
         lines += ["## Failed runs", ""]

@@ -208,19 +208,19 @@ class Progress:
 # --------------------------------------------------------------------------------------------- running
 @contextlib.contextmanager
 def _batch_lock(directory: Path) -> Iterator[None]:
-    """One batch process per directory (released by the OS even after SIGKILL)."""
+    """One batch process per directory: filelock's OS lock, released by the OS even after SIGKILL."""
+    from filelock import FileLock, Timeout
+
     make_dirs(directory, "--root (or --name)")
+    lock = FileLock(directory / ".lock", timeout=0)
     try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
+        lock.acquire()
+    except Timeout:
+        raise ValueError(f"another batch is running in {directory}; wait for it or stop it (Ctrl-C)") from None
+    try:
         yield
-        return
-    with (directory / ".lock").open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(f"another batch is running in {directory}") from None
-        yield
+    finally:
+        lock.release()
 
 
 @contextlib.contextmanager

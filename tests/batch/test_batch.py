@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -197,7 +198,11 @@ def test_batch_writes_records_tables_and_figures(reference: Path) -> None:
     for column in ("val/acc", "train/acc", "test/acc", "seconds", "epochs"):
         assert all(r[column] for r in rows), column
     md = (reference / "results.md").read_text()
-    assert "## Paired comparison with `sgd`" in md and "| adam | 1 seeds |" in md
+    assert "## Paired comparison with `sgd`" in md and re.search(r"^\| adam +\| 1 seeds +\|", md, re.M)
+    tables = [line for line in md.splitlines() if line.startswith("|")]
+    header = md.splitlines()[md.splitlines().index(tables[0]) + 1]
+    assert re.fullmatch(r"(\|-+)+\|", header)  # a real Markdown table: header, rule, rows
+    assert all(line.endswith("|") and (" | " in line or set(line) <= {"|", "-"}) for line in tables)
     for figure in ("metric.png", "curves.png", "train_val.png", "time.png"):
         assert (reference / figure).stat().st_size > 1000 and f"({figure})" in md
 
@@ -366,3 +371,15 @@ def test_paired_comparison_by_seed_and_by_fold(tmp_path: Path) -> None:
     expected = corrected_resampled_ttest(diffs, 400, 100)
     assert rows["m"]["n"] == 6 and rows["m"]["unit"] == "folds"
     assert rows["m"]["mean"] == pytest.approx(expected["mean"]) and rows["m"]["p"] == pytest.approx(expected["p"])
+
+
+def test_a_second_batch_on_the_same_directory_is_refused(tmp_path: Path, capsys) -> None:
+    from filelock import FileLock
+
+    spec = _spec(tmp_path, GRID_SPEC)
+    directory = tmp_path / "g"
+    directory.mkdir()
+    with FileLock(directory / ".lock", timeout=0):  # what a running batch holds
+        assert main(["batch", str(spec), "--root", str(tmp_path), *TINY]) == 2
+    assert "another batch is running in" in capsys.readouterr().err
+    assert not list(directory.glob("*/record.json"))
