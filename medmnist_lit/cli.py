@@ -39,6 +39,10 @@ examples:
 """
 
 
+#: Commands that import PyTorch and Lightning (seconds): they say so at once.
+HEAVY = ("fit", "cv", "validate", "test", "predict", "lr-find", "batch")
+
+
 class UsageError(Exception):
     """A problem with how the command was called (reported without a traceback)."""
 
@@ -82,7 +86,14 @@ def _evaluate_command(command: str, args: Sequence[str]) -> int:
     run = cli.trainer.validate if command == "validate" else cli.trainer.test
     results = run(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt, verbose=False)
     log_stage_result(command, results[0], cli.trainer)
+    _log_run_dir(cli.trainer)
     return 0
+
+
+def _log_run_dir(trainer: Any) -> None:
+    # evaluation commands log into the checkpoint's run directory (or where the user's logger says)
+    if trainer.logger is not None and trainer.log_dir:
+        log.info("logged to: %s", trainer.log_dir)
 
 
 def predict_command(args: Sequence[str]) -> int:
@@ -96,6 +107,7 @@ def predict_command(args: Sequence[str]) -> int:
     options = cli.config.predict
     path = predict_to_csv(cli.trainer, cli.model, cli.datamodule, ckpt, options.output, options.source)
     log.info("predictions: %s", path)
+    _log_run_dir(cli.trainer)
     return 0
 
 
@@ -127,9 +139,24 @@ def report_command(args: Sequence[str]) -> int:
 def _data_parser(prog: str, description: str) -> Any:
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    parser = ArgumentParser(prog=f"medmnist-lit {prog}", description=description)
+    # errors raise (one line with a suggestion, see _parse); --trainer.max_epoch style prefixes are typos
+    parser = ArgumentParser(
+        prog=f"medmnist-lit {prog}", description=description, exit_on_error=False, allow_abbrev=False
+    )
     parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML file with a data: section.")
     return parser
+
+
+def _parse(parser: Any, args: Sequence[str]) -> Any:
+    """``parser.parse_args``; a bad argument is one line (a misspelled option gets a "did you mean")."""
+    import argparse
+
+    from medmnist_lit.utils.options import OptionError, explain_parse_error
+
+    try:
+        return parser.parse_args(list(args))
+    except argparse.ArgumentError as err:
+        raise OptionError(explain_parse_error(parser, str(err), args)) from None
 
 
 def prepare_command(args: Sequence[str]) -> int:
@@ -139,7 +166,7 @@ def prepare_command(args: Sequence[str]) -> int:
     parser = _data_parser("prepare", "Decode a source once into the cache; later runs memory-map it.")
     parser.add_function_arguments(load_dataset, "data", skip={"workers"})
     parser.add_argument("--workers", type=int | None, default=None, help="Decoding processes (default: all cores).")
-    config = parser.parse_args(list(args))
+    config = _parse(parser, args)
     _setup_plain_logging()
     options = config.data.as_dict()
     options.pop("__path__", None)  # where `--data FILE.yaml` came from: not an option
@@ -157,7 +184,7 @@ def audit_command(args: Sequence[str]) -> int:
     parser = _data_parser("audit", "Leakage audit: duplicates within the data and across train/val/test.")
     parser.add_class_arguments(MedMNISTDataModule, "data")
     parser.add_argument("--output", type=str | None, default=None, help="Also write the report as JSON here.")
-    config = parser.parse_args(list(args))
+    config = _parse(parser, args)
     if config.output:
         check_writable(config.output, "--output")  # before the audit, not after it
     _setup_plain_logging()
@@ -182,7 +209,7 @@ def download_command(args: Sequence[str]) -> int:
     parser.add_argument("--root", default="data", help="Folder that will hold medical_mnist/.")
     parser.add_argument("--url", default=DEFAULT_URL, help="Archive URL (a zip whose resized/ holds the classes).")
     parser.add_argument("--force", type=bool, default=False, help="Download again even if complete.")
-    config = parser.parse_args(list(args))
+    config = _parse(parser, args)
     _setup_plain_logging()
     path = download(config.root, config.url, force=config.force)
     print(f"Medical MNIST is in {path}")
@@ -243,6 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from medmnist_lit.utils.config_files import check_config_args
 
         check_config_args(rest)  # before the parsers, whose messages name neither the file nor the line
+        if command in HEAVY and not any(a.startswith(("-h", "--help", "--print_config")) for a in rest):
+            from medmnist_lit.utils.console import setup_console
+
+            setup_console()  # importing torch and Lightning takes seconds: say so first
+            log.info("medmnist-lit %s: starting (loading PyTorch and Lightning)...", command)
         return run(rest)
     except KeyboardInterrupt:
         if os.environ.get("MEDMNIST_LIT_DEBUG"):
@@ -255,10 +287,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ValueError, OSError) as err:
         if os.environ.get("MEDMNIST_LIT_DEBUG"):
             raise
-        print(
-            f"medmnist-lit {command}: error: {one_line(err)} (MEDMNIST_LIT_DEBUG=1 shows the traceback)",
-            file=sys.stderr,
-        )
+        from medmnist_lit.utils.options import OptionError
+
+        # how the command was called is the whole story of a usage error; a traceback would not help
+        debug = "" if isinstance(err, (UsageError, OptionError)) else " (MEDMNIST_LIT_DEBUG=1 shows the traceback)"
+        print(f"medmnist-lit {command}: error: {one_line(err)}{debug}", file=sys.stderr)
         return 2
 
 

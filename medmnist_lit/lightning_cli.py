@@ -8,12 +8,16 @@ checkpoint's hyperparameters and shown in TensorBoard's HParams tab).
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ProgressBar as LightningProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, LRSchedulerTypeTuple, SaveConfigCallback
 from torch.optim import Optimizer
 
@@ -22,6 +26,12 @@ from medmnist_lit.data.datamodule import MedMNISTDataModule
 from medmnist_lit.model.classifier import DEFAULT_OPTIMIZER, Classifier
 from medmnist_lit.training.fit import default_callbacks
 from medmnist_lit.utils.checkpoints import load_checkpoint, secure_trainer
+from medmnist_lit.utils.options import OptionError, explain_parse_error
+
+log = logging.getLogger("medmnist_lit")
+
+#: Commands that evaluate a checkpoint: they log into its run directory, never into a new one.
+EVALUATION = ("validate", "test", "predict")
 
 #: Trainer defaults of every training command (all overridable with ``--trainer.*``).
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -84,8 +94,10 @@ class TrainingCLI(LightningCLI):
             checkpoint whose hyperparameters (loaded weights-only) and weights are evaluated.
         description: Help text of the command.
         parse_only: Only parse and validate; build no model, data or trainer.
-        exit_on_error: Print usage and exit on a bad argument, as LightningCLI does (default: not ``parse_only``;
-            otherwise errors raise ``argparse.ArgumentError``).
+
+    Raises:
+        OptionError: A bad argument, in one line; an unknown or misspelled option is named with the closest known
+            one. The full usage is printed only by ``--help``.
     """
 
     def __init__(
@@ -96,7 +108,6 @@ class TrainingCLI(LightningCLI):
         ckpt_path: bool = False,
         description: str | None = None,
         parse_only: bool = False,
-        exit_on_error: bool | None = None,
     ) -> None:
         self.command = command
         self.extra = dict(extra or {})
@@ -116,17 +127,37 @@ class TrainingCLI(LightningCLI):
             parser_kwargs={
                 "prog": f"medmnist-lit {command}",
                 "description": description,
-                "exit_on_error": not parse_only if exit_on_error is None else exit_on_error,
+                # the usage argparse writes lists all 100+ options: 70 lines before the first word of help
+                "usage": f"medmnist-lit {command} [-h] [-c CONFIG] [--print_config] [--GROUP.OPTION VALUE ...]",
+                "exit_on_error": False,  # a typo gets one line with a suggestion, not the usage (parse_arguments)
+                "allow_abbrev": False,  # --trainer.max_epoch is a typo, not silently --trainer.max_epochs
             },
         )
 
     def instantiate_classes(self) -> None:
-        """Build model, data and trainer (nothing in ``parse_only`` mode)."""
-        if not self.parse_only:
-            super().instantiate_classes()
+        """Build model, data and trainer (nothing in ``parse_only`` mode).
 
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Optimizer and scheduler groups, links from the data to the model, and the command's options."""
+        With a checkpoint to evaluate, the DataModule starts from the checkpoint's data record: the classes and the
+        image shape linked to the model come from it, so ``predict --predict.source`` needs no training data.
+        """
+        from medmnist_lit.data.provenance import restoring
+
+        if not self.parse_only:
+            with restoring(getattr(self, "_data_record", None)):
+                super().instantiate_classes()
+
+    def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Model, data, optimizer, scheduler and the command's own options first, then the Trainer's 100+.
+
+        ``--help`` lists groups in the order they are added; LightningCLI adds the Trainer first.
+        """
+        parser.add_lightning_class_args(self._model_class, "model", subclass_mode=self.subclass_mode_model)
+        parser.add_lightning_class_args(self._datamodule_class, "data", subclass_mode=self.subclass_mode_data)
+        self._add_project_groups(parser)
+        parser.add_lightning_class_args(self.trainer_class, "trainer")
+        parser.set_defaults({f"trainer.{k}": v for k, v in self.trainer_defaults.items() if k != "callbacks"})
+
+    def _add_project_groups(self, parser: LightningArgumentParser) -> None:
         parser.add_subclass_arguments(
             (Optimizer,), "optimizer", instantiate=False, fail_untyped=False, skip={"params"}, required=False
         )
@@ -139,10 +170,6 @@ class TrainingCLI(LightningCLI):
             required=False,
         )
         parser.set_defaults({"optimizer": DEFAULT_OPTIMIZER})
-        parser.link_arguments("optimizer", "model.optimizer", compute_fn=_as_dict)
-        parser.link_arguments("lr_scheduler", "model.lr_scheduler", compute_fn=_as_dict)
-        for key in ("num_classes", "input_shape", "class_names"):
-            parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
         for group, options in self.extra.items():
             parser.add_class_arguments(options, group)
         if self.ckpt_path:
@@ -153,6 +180,13 @@ class TrainingCLI(LightningCLI):
                 help="Checkpoint to resume from (fit) or to evaluate (validate, test, predict).",
             )
 
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Links: the optimizer and scheduler groups and the data's shape and classes go to the model."""
+        parser.link_arguments("optimizer", "model.optimizer", compute_fn=_as_dict)
+        parser.link_arguments("lr_scheduler", "model.lr_scheduler", compute_fn=_as_dict)
+        for key in ("num_classes", "input_shape", "class_names"):
+            parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
+
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse ``args``; with ``--ckpt_path`` the checkpoint's model and data settings are the defaults.
 
@@ -161,12 +195,15 @@ class TrainingCLI(LightningCLI):
         taken from the parsed config (command line, config files, the last of repeated flags) and the checkpoint
         is read by :func:`~medmnist_lit.utils.checkpoints.load_checkpoint` (weights-only: no pickled code runs).
         """
-        if isinstance(args, (dict, Namespace)):
-            self.config = parser.parse_object(args)
-            return
-        args = list(args or [])
-        base = self._checkpoint_defaults(parser, args)
-        self.config = parser.parse_args(args, namespace=base) if base is not None else parser.parse_args(args)
+        given = [] if isinstance(args, (dict, Namespace)) else list(args or [])
+        try:
+            if isinstance(args, (dict, Namespace)):
+                self.config = parser.parse_object(args)
+                return
+            base = self._checkpoint_defaults(parser, given)
+            self.config = parser.parse_args(given, namespace=base) if base is not None else parser.parse_args(given)
+        except argparse.ArgumentError as err:
+            raise OptionError(explain_parse_error(parser, str(err), given, f"medmnist-lit {self.command}")) from None
 
     def _checkpoint_defaults(self, parser: LightningArgumentParser, args: list[str]) -> Namespace | None:
         if self.command == "fit" or not self.ckpt_path:
@@ -180,13 +217,24 @@ class TrainingCLI(LightningCLI):
         linked = {"num_classes", "input_shape", "class_names", "optimizer", "lr_scheduler"}
         model = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if k not in linked and k[0] != "_"}
         data = {k: v for k, v in checkpoint.get("datamodule_hyper_parameters", {}).items() if k[0] != "_"}
+        # the data record (classes, shape, pixel statistics, source and split identity) for instantiate_classes;
+        # absent from checkpoints of older versions, which then need their data as before
+        self._data_record = checkpoint.get(MedMNISTDataModule.__qualname__) or None
         return parser.parse_object({"model": model, "data": data})
 
     def before_instantiate_classes(self) -> None:
-        """Honour ``--trainer.default_root_dir``: the default TensorBoard logger writes under it, as Lightning's would.
+        """Say which data is loading; choose where the default logger writes.
 
-        A logger configured by the user keeps its own ``save_dir`` (Lightning's rule as well).
+        ``--trainer.default_root_dir`` is honoured: the default TensorBoard logger writes under it, as Lightning's
+        would. Evaluation commands log into the checkpoint's run directory (:meth:`_evaluation_logger`). A logger
+        configured by the user keeps its own ``save_dir`` (Lightning's rule as well).
         """
+        if not self.parse_only:
+            source = self.config.get("data.source")
+            # loading, or a first decode of a big source, takes seconds: say what is happening before it starts
+            log.info("data: %s", f"{source} (a first use decodes it into the cache)" if source else "digits demo")
+        if self.command in EVALUATION and self._evaluation_logger():
+            return
         trainer = self.config.get("trainer") or Namespace()
         root, logger = trainer.get("default_root_dir"), trainer.get("logger")
         default = TRAINER_DEFAULTS["logger"]
@@ -198,15 +246,55 @@ class TrainingCLI(LightningCLI):
         ):
             logger["init_args.save_dir"] = os.fspath(root)
 
+    def _evaluation_logger(self) -> bool:
+        """Unless the user configured a logger, log into the run directory of ``--ckpt_path``; True if it did.
+
+        The run directory is the parent of the ``checkpoints/`` folder holding the checkpoint (else the checkpoint's
+        folder), so test and validation metrics land next to the run's own events and TensorBoard shows them on its
+        charts; ``predictions.csv`` defaults there too. A checkpoint at a URL has no run directory: nothing is logged.
+        """
+        ckpt = self.config.get("ckpt_path")
+        if not ckpt or self.config.get("trainer.logger") != self.parser.get_defaults().get("trainer.logger"):
+            return False
+        if str(ckpt).startswith(("http://", "https://")):
+            self.config["trainer.logger"] = False
+            where = ""
+            if self.command == "predict" and not self.config.get("predict.output"):
+                where = f"; predictions go to {Path.cwd() / 'predictions.csv'} (--predict.output to choose)"
+            log.info("logs: none (the checkpoint is a URL, so it has no run directory)%s", where)
+            return True
+        run = checkpoint_run_dir(ckpt)
+        init_args = {"save_dir": os.fspath(run.parent), "name": "", "version": run.name, "default_hp_metric": False}
+        self.config["trainer.logger"] = Namespace(
+            class_path=TRAINER_DEFAULTS["logger"]["class_path"], init_args=Namespace(**init_args)
+        )
+        return True
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """The configured trainer plus fresh default callbacks (checkpointing, LR monitor, epoch lines)."""
+        """The configured trainer plus fresh default callbacks (checkpointing, LR monitor, epoch lines).
+
+        Our progress bar is left out when ``--trainer.enable_progress_bar false`` or when the user configured a
+        progress bar callback of their own (Lightning allows one).
+        """
         configured = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
         progress = self._get(self.config_init, "trainer", default={}).get("enable_progress_bar") is not False
+        progress = progress and not any(isinstance(c, LightningProgressBar) for c in configured)
         if self.command in ("fit", "lr-find", "cv"):
             callbacks = [*default_callbacks(progress_bar=progress), *configured]
         else:  # evaluating a checkpoint: nothing to save, nothing to schedule
             callbacks = [*([ProgressBar()] if progress else []), *configured]
         return secure_trainer(super().instantiate_trainer(callbacks=callbacks, **kwargs))
+
+
+def checkpoint_run_dir(ckpt_path: str | os.PathLike[str]) -> Path:
+    """The run directory of a checkpoint: the parent of its ``checkpoints/`` folder, else the folder holding it."""
+    text = os.fspath(ckpt_path)
+    if text.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        text = unquote(urlparse(text).path)
+    folder = Path(text).expanduser().parent
+    return folder.parent if folder.name == "checkpoints" else folder
 
 
 def build_cli(command: str, args: list[str] | dict[str, Any], *, parse_only: bool = False) -> TrainingCLI:
@@ -262,8 +350,9 @@ def run_cv(args: list[str] | dict[str, Any]) -> Any:
 def resolve_config(command: str, args: list[str]) -> dict[str, Any]:
     """A command line parsed as the command's LightningCLI parses it, as the plain config a run job carries.
 
-    ``--help``, ``--print_config`` and bad arguments behave as on any LightningCLI (they print and exit); config
-    files are read and merged, so the result is self-contained.
+    ``--help`` and ``--print_config`` behave as on any LightningCLI (they print and exit); a bad argument raises
+    :class:`~medmnist_lit.utils.options.OptionError` (one line). Config files are read and merged, so the result is
+    self-contained.
     """
     import warnings
 
@@ -274,7 +363,7 @@ def resolve_config(command: str, args: list[str]) -> dict[str, Any]:
     extra = {"cv": {"extra": {"cv": CVOptions}}, "fit": {"ckpt_path": True}}
     if command not in extra:
         raise ValueError(f"only fit and cv run as jobs, not {command!r}")
-    cli = TrainingCLI(command, list(args), parse_only=True, exit_on_error=True, **extra[command])  # type: ignore[arg-type]
+    cli = TrainingCLI(command, list(args), parse_only=True, **extra[command])  # type: ignore[arg-type]
     with warnings.catch_warnings():  # tuples (Adam's betas) dump as lists, which the parser takes back as they are
         warnings.filterwarnings("ignore", message=".*does not round-trip")
         config = yaml.safe_load(cli.parser.dump(cli.config, skip_none=False, skip_link_targets=True))

@@ -1,4 +1,9 @@
-"""Console output: log lines that print cleanly above the progress bar."""
+"""Console output: ``medmnist_lit`` log lines on stdout, clean above a progress bar, and no library chatter.
+
+While a bar is on screen, :func:`above_progress_bars` hands the console handler to tqdm's own
+``tqdm.contrib.logging.logging_redirect_tqdm``, which writes each record with ``tqdm.write`` (clear the bar,
+print the line, redraw the bar). Outside it, :class:`StdoutHandler` writes plainly.
+"""
 
 from __future__ import annotations
 
@@ -9,30 +14,48 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Any
 
-from tqdm import tqdm
+__all__ = ["StdoutHandler", "above_progress_bars", "console_to", "setup_console"]
+
+PACKAGE = "medmnist_lit"
 
 
-class TqdmHandler(logging.Handler):
-    """Write records to stdout with ``tqdm.write``, so they appear above an active progress bar.
+class StdoutHandler(logging.StreamHandler):
+    """A ``StreamHandler`` on whatever ``sys.stdout`` is when a record is written.
 
-    ``sys.stdout`` is looked up per record, so redirections made after set-up (pytest's capture, a batch
-    worker's log file) are honoured.
+    A plain ``StreamHandler(sys.stdout)`` keeps the stream of its set-up, so a later redirection (pytest's
+    capture, ``contextlib.redirect_stdout``) would be missed; tqdm's handler has the same limit, hence this class.
+    It still counts as a console handler for ``logging_redirect_tqdm`` (its stream *is* ``sys.stdout``).
     """
 
-    def emit(self, record: logging.LogRecord) -> None:
-        """Write one record."""
-        try:
-            tqdm.write(self.format(record), file=sys.stdout)
-        except Exception:
-            self.handleError(record)
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self) -> IO[str]:
+        """The current ``sys.stdout``."""
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # StreamHandler.__init__ and setStream assign it; the current sys.stdout always wins
+
+
+@contextlib.contextmanager
+def above_progress_bars() -> Iterator[None]:
+    """While the block runs, ``medmnist_lit`` log lines print above active tqdm bars (tqdm's own redirection)."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm(loggers=[logging.getLogger(PACKAGE)]):
+        yield
 
 
 def setup_console(level: int = logging.INFO) -> None:
-    """Send ``medmnist_lit`` logs to stdout (above the bar) and quiet Lightning's start-up chatter."""
-    package = logging.getLogger("medmnist_lit")
-    if not any(isinstance(h, TqdmHandler) for h in package.handlers):
-        handler = TqdmHandler()
+    """Send ``medmnist_lit`` logs to stdout and quiet Lightning's start-up chatter and known library noise."""
+    package = logging.getLogger(PACKAGE)
+    if not any(isinstance(h, StdoutHandler) for h in package.handlers):
+        handler = StdoutHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         package.addHandler(handler)
     package.setLevel(level)
@@ -48,6 +71,9 @@ def setup_console(level: int = logging.INFO) -> None:
     warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
     # a refit has no validation part on purpose
     warnings.filterwarnings("ignore", message="Total length of .* across ranks is zero")
+    # Matplotlib warns once per missing character (non-Latin class names): a flood of lines about a figure the
+    # user did not ask about; the figure itself shows what its fonts lack
+    warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
 
 
 @contextlib.contextmanager
