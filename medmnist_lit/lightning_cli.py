@@ -229,10 +229,10 @@ class TrainingCLI(LightningCLI):
         would. Evaluation commands log into the checkpoint's run directory (:meth:`_evaluation_logger`). A logger
         configured by the user keeps its own ``save_dir`` (Lightning's rule as well).
         """
-        if not self.parse_only:
-            source = self.config.get("data.source")
+        source = self.config.get("data.source")
+        if source and not self.parse_only:  # (without a source, the data module names the demo it loads)
             # loading, or a first decode of a big source, takes seconds: say what is happening before it starts
-            log.info("data: %s", f"{source} (a first use decodes it into the cache)" if source else "digits demo")
+            log.info("data: %s (loading; a first use decodes it into the cache)", source)
         if self.command in EVALUATION and self._evaluation_logger():
             return
         trainer = self.config.get("trainer") or Namespace()
@@ -359,7 +359,9 @@ def resolve_config(command: str, args: list[str]) -> dict[str, Any]:
     import yaml
 
     from medmnist_lit.cv.runner import CVOptions
+    from medmnist_lit.utils.console import setup_console
 
+    setup_console()  # again: importing Lightning reset its loggers' levels ("Seed set to 0")
     extra = {"cv": {"extra": {"cv": CVOptions}}, "fit": {"ckpt_path": True}}
     if command not in extra:
         raise ValueError(f"only fit and cv run as jobs, not {command!r}")
