@@ -1,7 +1,9 @@
-"""Figures of a batch: the metric per variant, validation curves overlaid, train vs validation, time per run.
+"""Figures of a batch: the metric per variant, validation curves, train vs validation, learning curves, time per run.
 
-Each variant is summarised over its finished seeds (mean, with the standard deviation as error bars). Curves are
-each run's per-epoch history (cv runs: the mean over folds), averaged over seeds epoch by epoch.
+Each variant is summarised over its finished seeds (mean, with the standard deviation as error bars or bands).
+Curves are each run's per-epoch history (cv runs: the mean over folds), averaged over seeds epoch by epoch. Values
+are dots or lines on labelled axes, never bars cut off above zero (they would exaggerate differences); only the
+time per run is a bar from zero.
 """
 
 from __future__ import annotations
@@ -13,10 +15,28 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-from medmnist_lit.utils.plots import save_figure
+from medmnist_lit.utils.figure_style import (
+    PALETTE,
+    TRAIN,
+    VAL,
+    WIDE,
+    WIDTH,
+    integer_epochs,
+    metric_label,
+    new_figure,
+    save_figure,
+    styled,
+    title,
+)
 
-FIGURES = ("metric.png", "curves.png", "train_val.png", "time.png")
+FIGURES = ("metric.png", "curves.png", "train_val.png", "learning_curve.png", "time.png")
+
+#: The grid key a learning curve runs along.
+FRACTION = "data.train_fraction"
+_MARKERS = ("o", "s", "^", "D", "v")
+_LINESTYLES = ("-", "--", ":", "-.")
 
 
 def _by_variant(batch: dict[str, Any], records: Sequence[dict[str, Any] | None]) -> dict[str, list[dict[str, Any]]]:
@@ -34,7 +54,7 @@ def _values(records: list[dict[str, Any]], key: str) -> np.ndarray:
 
 
 def _height(n: int) -> float:
-    return 1.2 + 0.38 * max(n, 2)
+    return 1.9 + 0.42 * max(n, 2)
 
 
 def _spread(values: np.ndarray) -> float:
@@ -42,22 +62,51 @@ def _spread(values: np.ndarray) -> float:
     return float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
-def _errorbars(groups: dict[str, list[dict[str, Any]]], key: str, title: str, xlabel: str) -> Figure | None:
-    names = [v for v, recs in groups.items() if len(_values(recs, key))]
+def _seeds(groups: dict[str, list[dict[str, Any]]]) -> str:
+    counts = sorted({len(recs) for recs in groups.values() if recs})
+    n = "–".join(str(c) for c in (counts[0], counts[-1]) if c) if counts and counts[0] != counts[-1] else str(counts[0])
+    return f"{n} seed" + ("" if n == "1" else "s")
+
+
+def _look(i: int) -> dict[str, Any]:
+    """Colour, marker and line style of the ``i``-th variant: no two variants of a batch look alike."""
+    return {
+        "color": PALETTE[i % len(PALETTE)],
+        "marker": _MARKERS[i % len(_MARKERS)],
+        "linestyle": _LINESTYLES[(i // len(PALETTE)) % len(_LINESTYLES)],
+    }
+
+
+def _columns(labels: list[str]) -> int:
+    """Legend columns below a figure: as many as fit across a slide."""
+    longest = max((len(label) for label in labels), default=1)
+    return max(1, min(len(labels), 90 // (longest + 6), 5))
+
+
+def _variant_axis(ax: Any, names: list[str]) -> None:
+    ax.set_yticks(range(len(names)), names)
+    ax.set_ylim(len(names) - 0.5, -0.5)  # the spec's first variant on top
+    ax.grid(True, axis="x")
+
+
+@styled
+def metric_figure(groups: dict[str, list[dict[str, Any]]], metric: str, name: str = "") -> Figure | None:
+    """The batch's metric per variant: each seed a small dot, the mean a large one with ± std."""
+    names = [v for v, recs in groups.items() if len(_values(recs, metric))]
     if not names:
         return None
-    fig = Figure(figsize=(7.5, _height(len(names))))
+    fig = new_figure(WIDTH, _height(len(names)))
     ax = fig.subplots()
-    for y, name in enumerate(names):
-        values = _values(groups[name], key)
-        std = _spread(values)
-        ax.errorbar(values.mean(), y, xerr=std, fmt="o", color="C0", capsize=4)
-        ax.plot(values, np.full(len(values), y + 0.18), "|", color="0.45", markersize=7)
-    ax.set_yticks(range(len(names)), names)
-    ax.invert_yaxis()
-    ax.set_xlabel(xlabel)
-    ax.set_title(title)
-    ax.grid(axis="x", alpha=0.3)
+    for y, variant in enumerate(names):
+        values = _values(groups[variant], metric)
+        mean = float(values.mean())
+        ax.plot(values, np.full(len(values), y), "o", color="0.6", markersize=4, zorder=2)
+        ax.errorbar(mean, y, xerr=_spread(values), fmt="o", color=PALETTE[0], markersize=8, capsize=4, zorder=3)
+        ax.annotate(f"{mean:.3f}", (mean, y), xytext=(0, 7), textcoords="offset points", ha="center", fontsize=9)
+    _variant_axis(ax, names)
+    ax.set_xlabel(metric_label(metric))
+    ax.margins(x=0.15)
+    title(fig, name or "Batch", f"{metric_label(metric)}: mean ± std over {_seeds(groups)} (grey: each seed)")
     return fig
 
 
@@ -71,84 +120,163 @@ def _mean_curve(records: list[dict[str, Any]], key: str) -> np.ndarray:
     return out
 
 
-def curves_figure(groups: dict[str, list[dict[str, Any]]]) -> Figure | None:
-    """Validation accuracy and loss per epoch of every variant (mean over seeds), on shared axes."""
+@styled
+def curves_figure(groups: dict[str, list[dict[str, Any]]], name: str = "") -> Figure | None:
+    """Validation accuracy and loss per epoch of every variant (mean over seeds); one legend for both panels."""
     if not any(len(_mean_curve(recs, "val/acc")) for recs in groups.values()):
         return None
-    fig = Figure(figsize=(11, 4.5))
+    fig = new_figure(WIDE, 4.8 + 0.25 * math.ceil(len(groups) / 3))
     axes = fig.subplots(1, 2)
-    colors = [f"C{i % 10}" for i in range(len(groups))]
-    styles = ["-", "--", ":", "-."]
-    for i, (name, recs) in enumerate(groups.items()):
+    epochs = 0
+    for i, (variant, recs) in enumerate(groups.items()):
         for ax, key in zip(axes, ("val/acc", "val/loss"), strict=True):
             curve = _mean_curve(recs, key)
             if len(curve):
-                style = styles[(i // 10) % len(styles)]
-                ax.plot(np.arange(1, len(curve) + 1), curve, style, color=colors[i], marker=".", label=name)
-    for ax, title in zip(axes, ("Validation accuracy", "Validation loss"), strict=True):
-        ax.set_xlabel("epoch")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fig.suptitle("Mean over seeds (cv: mean over folds)", fontsize=9)
+                epochs = max(epochs, len(curve))
+                # about ten markers a curve, staggered between variants so that they do not pile up on each other
+                step = max(1, math.ceil(len(curve) / 10))
+                look = {**_look(i), "markevery": (i % step, step)}
+                # slightly transparent, so identical curves show as one darker line rather than hide each other
+                ax.plot(np.arange(1, len(curve) + 1), curve, **look, alpha=0.8, markersize=5, label=variant)
+    for ax, key in zip(axes, ("val/acc", "val/loss"), strict=True):
+        integer_epochs(ax, epochs)
+        ax.set_ylabel(metric_label(key))
+        ax.grid(True)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=_columns(labels))
+    title(fig, name or "Batch", f"validation curves: mean over {_seeds(groups)} (cv runs: mean over folds)")
     return fig
 
 
-def train_val_figure(groups: dict[str, list[dict[str, Any]]]) -> Figure | None:
-    """Training vs validation accuracy per variant (mean ± std over seeds): the gap shows over-fitting."""
+@styled
+def train_val_figure(groups: dict[str, list[dict[str, Any]]], name: str = "") -> Figure | None:
+    """Training ● and validation ○ accuracy per variant, joined by a line: its length is the over-fitting gap."""
     names = [v for v, recs in groups.items() if len(_values(recs, "train/acc")) and len(_values(recs, "val/acc"))]
     if not names:
         return None
-    fig = Figure(figsize=(7.5, _height(len(names)) * 1.3))
+    fig = new_figure(WIDTH, _height(len(names)))
     ax = fig.subplots()
-    y = np.arange(len(names))
-    for offset, key, color in ((-0.18, "train/acc", "C1"), (0.18, "val/acc", "C0")):
-        values = [_values(groups[n], key) for n in names]
-        means = [v.mean() for v in values]
-        stds = [_spread(v) for v in values]
-        ax.barh(y + offset, means, height=0.34, xerr=stds, color=color, label=key.split("/")[0], capsize=3)
-    low = min(min(_values(groups[n], k).min() for n in names) for k in ("train/acc", "val/acc"))
-    ax.set_xlim(max(0.0, low - 0.05), 1.0)
-    ax.set_yticks(y, names)
-    ax.invert_yaxis()
+    for y, variant in enumerate(names):
+        train, val = (_values(groups[variant], key) for key in ("train/acc", "val/acc"))
+        ax.plot([train.mean(), val.mean()], [y, y], color="0.65", linewidth=2.5, zorder=1)
+        for values, look in ((train, TRAIN), (val, VAL)):
+            marker = {k: v for k, v in look.items() if k != "linestyle"}
+            ax.errorbar(values.mean(), y, xerr=_spread(values), capsize=3, markersize=8, zorder=3, **marker)
+    _variant_axis(ax, names)
     ax.set_xlabel("accuracy")
-    ax.set_title("Training vs validation accuracy")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.grid(axis="x", alpha=0.3)
+    ax.margins(x=0.1)
+    handles = [
+        Line2D([], [], linestyle="", markersize=8, **{k: v for k, v in look.items() if k != "linestyle"})
+        for look in (TRAIN, VAL)
+    ]
+    fig.legend(handles, ["training", "validation"], loc="outside lower center", ncols=2)
+    title(fig, name or "Batch", f"training vs validation accuracy: mean ± std over {_seeds(groups)}")
     return fig
 
 
-def time_figure(groups: dict[str, list[dict[str, Any]]]) -> Figure | None:
-    """Wall time per run of each variant (mean ± std over seeds)."""
+def _series(records: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """Per train_fraction: the mean training-set size and the mean and std of ``key`` over the seeds."""
+    by_fraction: dict[float, list[dict[str, Any]]] = {}
+    for record in records:
+        by_fraction.setdefault(float(record["varied"][FRACTION]), []).append(record)
+    points = []
+    for fraction, recs in by_fraction.items():
+        sizes, values = _values(recs, "n_train"), _values(recs, key)
+        if len(sizes) and len(values):
+            points.append({"fraction": fraction, "n": sizes.mean(), "mean": values.mean(), "std": _spread(values)})
+    return sorted(points, key=lambda p: p["n"])
+
+
+def _models(groups: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """Records grouped by everything they vary except the training fraction, named like their variants."""
+    models: dict[str, list[dict[str, Any]]] = {}
+    for variant, recs in groups.items():
+        for record in recs:
+            if FRACTION not in (record.get("varied") or {}):
+                continue
+            short = FRACTION.rsplit(".", 1)[-1] + "="
+            label = "__".join(p for p in variant.split("__") if not p.startswith(short)) or "all variants"
+            models.setdefault(label, []).append(record)
+    return models
+
+
+@styled
+def learning_curve_figure(groups: dict[str, list[dict[str, Any]]], name: str = "") -> Figure | None:
+    """Training and validation accuracy against the number of training images, one colour per model.
+
+    Drawn for batches whose variants differ in ``data.train_fraction`` (at least two sizes): mean over seeds,
+    with a ± std band.
+    """
+    models = {label: recs for label, recs in _models(groups).items() if len(_series(recs, "val/acc")) > 1}
+    if not models:
+        return None
+    fig = new_figure(WIDTH + 0.5, 5.2)
+    ax = fig.subplots()
+    sizes: set[float] = set()
+    for i, recs in enumerate(models.values()):
+        color = PALETTE[i % len(PALETTE)]
+        for key, style, face in (("val/acc", "-", color), ("train/acc", "--", "white")):
+            points = _series(recs, key)
+            if not points:
+                continue
+            x = np.array([p["n"] for p in points])
+            mean, std = np.array([p["mean"] for p in points]), np.array([p["std"] for p in points])
+            sizes.update(x.tolist())
+            ax.plot(x, mean, linestyle=style, marker=_MARKERS[i % len(_MARKERS)], color=color, markerfacecolor=face)
+            if std.any():
+                ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.12, linewidth=0)
+    if max(sizes) >= 5 * min(sizes):
+        ax.set_xscale("log")
+        ax.set_xticks(sorted(sizes), [f"{s:,.0f}" for s in sorted(sizes)])
+        ax.minorticks_off()
+    ax.set_xlabel("training images")
+    ax.set_ylabel("accuracy")
+    ax.grid(True)
+    handles = [
+        Line2D([], [], color=PALETTE[i % len(PALETTE)], marker=_MARKERS[i % len(_MARKERS)]) for i in range(len(models))
+    ]
+    handles += [Line2D([], [], color="0.3", linestyle="-"), Line2D([], [], color="0.3", linestyle="--")]
+    labels = [*models, "validation", "training"]
+    fig.legend(handles, labels, loc="outside lower center", ncols=_columns(labels))
+    title(fig, name or "Batch", f"learning curves: mean ± std over {_seeds(groups)}")
+    return fig
+
+
+@styled
+def time_figure(groups: dict[str, list[dict[str, Any]]], name: str = "") -> Figure | None:
+    """Wall time per run of each variant (mean ± std over seeds), bars from zero."""
     names = [v for v, recs in groups.items() if recs]
     if not names:
         return None
-    fig = Figure(figsize=(7.5, _height(len(names))))
+    fig = new_figure(WIDTH, _height(len(names)))
     ax = fig.subplots()
     seconds = [np.array([r.get("seconds", math.nan) for r in groups[n]], dtype=float) for n in names]
-    stds = [_spread(s) for s in seconds]
-    ax.barh(range(len(names)), [s.mean() for s in seconds], xerr=stds, color="C2", capsize=3)
-    ax.set_yticks(range(len(names)), names)
-    ax.invert_yaxis()
-    ax.set_xlabel("seconds per run (wall)")
-    ax.set_title("Cost per run")
-    ax.grid(axis="x", alpha=0.3)
+    means = [float(np.nanmean(s)) if np.isfinite(s).any() else 0.0 for s in seconds]
+    stds = [_spread(s[np.isfinite(s)]) for s in seconds]
+    ax.barh(range(len(names)), means, xerr=stds, color=PALETTE[2], capsize=3, height=0.6)
+    for y, (mean, std) in enumerate(zip(means, stds, strict=True)):
+        ax.annotate(f"{mean:.1f} s", (mean + std, y), xytext=(6, 0), textcoords="offset points", va="center")
+    _variant_axis(ax, names)
+    ax.set_xlim(0, max(m + s for m, s in zip(means, stds, strict=True)) * 1.25 or 1)
+    ax.set_xlabel("seconds per run (wall clock)")
+    title(fig, name or "Batch", f"cost per run: mean ± std over {_seeds(groups)}")
     return fig
 
 
 def write_figures(directory: Path, batch: dict[str, Any], records: Sequence[dict[str, Any] | None]) -> list[Path]:
     """Write the figures that have data; remove stale ones that no longer do. Returns the paths written."""
     groups = _by_variant(batch, records)
-    metric = batch["metric"]
+    name = str(batch.get("name") or directory.name)
     figures = {
-        "metric.png": _errorbars(groups, metric, f"{metric} per variant (mean ± std over seeds; ticks: seeds)", metric),
-        "curves.png": curves_figure(groups),
-        "train_val.png": train_val_figure(groups),
-        "time.png": time_figure(groups),
+        "metric.png": metric_figure(groups, batch["metric"], name),
+        "curves.png": curves_figure(groups, name),
+        "train_val.png": train_val_figure(groups, name),
+        "learning_curve.png": learning_curve_figure(groups, name),
+        "time.png": time_figure(groups, name),
     }
     written = []
-    for name, fig in figures.items():
-        path = directory / name
+    for file, fig in figures.items():
+        path = directory / file
         if fig is None:
             path.unlink(missing_ok=True)
             continue

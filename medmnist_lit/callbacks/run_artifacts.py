@@ -10,7 +10,9 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from medmnist_lit.utils.plots import confusion_figure, curves_figure, save_figure
+from medmnist_lit.utils.checkpoints import CheckpointError, load_checkpoint
+from medmnist_lit.utils.figure_style import describe_run, save_figure, style
+from medmnist_lit.utils.plots import confusion_figure, curves_figure
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,23 @@ def run_dir(trainer: L.Trainer) -> Path:
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
+def run_name(directory: Path) -> str:
+    """How figures title a run: its last two path parts, ``seed_logistic/version_0``."""
+    return "/".join(directory.parts[-2:])
+
+
+def checkpoint_epoch(trainer: L.Trainer) -> int | None:
+    """The epoch (counted from 1) of the checkpoint callback's best checkpoint, the one ``fit`` scores."""
+    path = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
+    if not path:
+        return None
+    try:
+        return int(load_checkpoint(path)["epoch"]) + 1  # Lightning counts from 0
+    except (CheckpointError, KeyError, TypeError, ValueError) as err:
+        log.debug("no checkpoint mark on the curves: %s", err)
+        return None
+
+
 def tensorboard(trainer: L.Trainer) -> Any | None:
     """The ``SummaryWriter`` of the trainer's TensorBoard logger, if it has one."""
     for logger in trainer.loggers:
@@ -44,8 +63,10 @@ class RunArtifacts(Callback):
 
     - ``split.npz``: the split's indices (``--data.split_file`` re-creates the split exactly);
     - a TensorBoard chart layout with train and validation loss/accuracy on one chart each;
-    - ``curves.png``: loss and accuracy per epoch, train and validation;
+    - ``curves.png``: loss and accuracy per epoch, train and validation, the scored checkpoint's epoch marked;
     - ``confusion_matrix.png`` (test) and confusion-matrix images in TensorBoard.
+
+    Figures are titled with the run's name and settings (:func:`~medmnist_lit.utils.figure_style.describe_run`).
 
     Args:
         figures: Render the figures (PNG files and TensorBoard images). Cross-validation folds skip them: a
@@ -75,7 +96,13 @@ class RunArtifacts(Callback):
             return
         history = getattr(pl_module, "history", None)
         if history:
-            save_figure(curves_figure(history), directory / "curves.png")
+            figure = curves_figure(
+                history,
+                name=run_name(directory),
+                subtitle=_settings(trainer, pl_module),
+                checkpoint_epoch=checkpoint_epoch(trainer),
+            )
+            save_figure(figure, directory / "curves.png")
         self._confusion_to_tensorboard(trainer, pl_module, "val")
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -84,20 +111,39 @@ class RunArtifacts(Callback):
         matrix = getattr(pl_module, "confusion", {}).get("test")
         if matrix is None or not self.figures or not trainer.is_global_zero:
             return
-        names = _class_names(pl_module, len(matrix))
-        save_figure(
-            confusion_figure(matrix.numpy(), names, "Test confusion matrix"), directory / "confusion_matrix.png"
-        )
-        self._confusion_to_tensorboard(trainer, pl_module, "test")
+        figure = self._confusion(trainer, pl_module, "test")
+        save_figure(figure, directory / "confusion_matrix.png")
+        self._confusion_to_tensorboard(trainer, pl_module, "test", figure)
 
     @staticmethod
-    def _confusion_to_tensorboard(trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+    def _confusion(trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> Any:
+        matrix = getattr(pl_module, "confusion")[stage].numpy()  # noqa: B009 - a Classifier's, not a LightningModule's
+        heading = {"test": "Test", "val": "Validation"}.get(stage, stage) + " confusion matrix"
+        return confusion_figure(
+            matrix,
+            _class_names(pl_module, len(matrix)),
+            heading,
+            name=run_name(run_dir(trainer)),
+            subtitle=_settings(trainer, pl_module),
+        )
+
+    @classmethod
+    def _confusion_to_tensorboard(
+        cls, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, figure: Any = None
+    ) -> None:
         matrix = getattr(pl_module, "confusion", {}).get(stage)
         writer = tensorboard(trainer)
         if matrix is None or writer is None:
             return
-        figure = confusion_figure(matrix.numpy(), _class_names(pl_module, len(matrix)), f"{stage} confusion matrix")
-        writer.add_figure(f"{stage}/confusion_matrix", figure, global_step=trainer.current_epoch)
+        figure = figure or cls._confusion(trainer, pl_module, stage)
+        with style(_class_names(pl_module, len(matrix))):  # add_figure draws it: fonts and ticks as in the PNG
+            writer.add_figure(f"{stage}/confusion_matrix", figure, global_step=trainer.current_epoch)
+
+
+def _settings(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
+    """The subtitle: the model's and data's key settings and the epochs trained (none before training)."""
+    epochs = trainer.current_epoch or None
+    return describe_run(pl_module, getattr(trainer, "datamodule", None), epochs)
 
 
 def _class_names(pl_module: L.LightningModule, n: int) -> list[str]:

@@ -9,7 +9,9 @@ from typing import Any
 
 import lightning as L
 
-from medmnist_lit.callbacks.run_artifacts import run_dir
+from medmnist_lit.callbacks.run_artifacts import run_dir, run_name
+from medmnist_lit.utils.figure_style import describe_run, save_figure
+from medmnist_lit.utils.plots import lr_find_figure, scientific
 
 __all__ = ["LRFindResult", "find_lr"]
 
@@ -27,13 +29,12 @@ class LRFindResult:
 
 
 def find_lr(trainer: L.Trainer, model: L.LightningModule, datamodule: Any, options: Any) -> LRFindResult:
-    """Run Lightning's ``Tuner.lr_find`` and save the loss-versus-learning-rate plot with its suggestion."""
-    import matplotlib
+    """Run Lightning's ``Tuner.lr_find`` and save the loss-versus-learning-rate plot with its suggestion.
 
-    matplotlib.use("Agg")
+    The plot (``lr_find.png`` in the run directory) is drawn here rather than by ``finder.plot``: its loss axis
+    leaves out the divergence at the largest rates, and the suggestion is labelled.
+    """
     from lightning.pytorch.tuner import Tuner
-
-    from medmnist_lit.utils.plots import save_figure
 
     finder = Tuner(trainer).lr_find(
         model,
@@ -48,12 +49,16 @@ def find_lr(trainer: L.Trainer, model: L.LightningModule, datamodule: Any, optio
     if finder is None:
         raise ValueError("lr-find does not run with --trainer.fast_dev_run; drop it")
     suggestion = finder.suggestion()
-    figure = finder.plot(suggest=suggestion is not None)
-    path = run_dir(trainer) / "lr_find.png"
+    lrs, losses = [float(v) for v in finder.results["lr"]], [float(v) for v in finder.results["loss"]]
+    directory = run_dir(trainer)
+    settings = describe_run(model, datamodule)
+    steps = f"{len(lrs)} steps from {scientific(options.min_lr)} to {scientific(options.max_lr)} ({options.mode})"
+    figure = lr_find_figure(lrs, losses, suggestion, name=run_name(directory), subtitle=f"{settings} · {steps}")
+    path = directory / "lr_find.png"
     save_figure(figure, path)
     if suggestion is None:
         log.info("No suggestion: the loss did not fall enough over the range; widen --lr_find.min_lr/max_lr")
     else:
         log.info("Suggested learning rate: %.3g  (train with --optimizer.lr %.3g)", suggestion, suggestion)
     log.info("plot: %s", path)
-    return LRFindResult(suggestion, path, list(finder.results["lr"]), list(finder.results["loss"]))
+    return LRFindResult(suggestion, path, lrs, losses)

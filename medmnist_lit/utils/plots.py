@@ -1,61 +1,208 @@
-"""Figures written next to a run: learning curves and the confusion matrix (matplotlib, no pyplot state)."""
+"""Figures of one run: learning curves, the confusion matrix and the learning-rate range test.
+
+Each takes plain numbers (no Trainer) and returns a :class:`~matplotlib.figure.Figure` in the look of
+:mod:`medmnist_lit.utils.figure_style`; save it with :func:`~medmnist_lit.utils.figure_style.save_figure`.
+"""
 
 from __future__ import annotations
 
-import os
+import math
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from medmnist_lit.utils.files import atomic_path
+from medmnist_lit.utils.figure_style import TRAIN, VAL, WIDE, WIDTH, integer_epochs, new_figure, style, title
+
+__all__ = ["clipped_loss_limits", "confusion_figure", "curves_figure", "lr_find_figure", "scientific"]
+
+#: Beyond this many points a curve is a plain line: markers would merge into a band.
+_MARKERS_UP_TO = 40
 
 
-def save_figure(fig: Figure | Any, path: str | os.PathLike[str], dpi: int = 120) -> None:
-    """Save ``fig`` to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+def curves_figure(
+    history: Mapping[str, Sequence[float]],
+    *,
+    name: str = "Learning curves",
+    subtitle: str = "",
+    checkpoint_epoch: int | None = None,
+) -> Figure:
+    """Loss and accuracy per epoch, training and validation on the same axes (under/over-fitting at a glance).
 
-
-def curves_figure(history: Mapping[str, Sequence[float]]) -> Figure:
-    """Loss and accuracy per epoch, train and validation on the same axes (under/over-fitting at a glance)."""
-    fig = Figure(figsize=(10, 4))
-    for ax, metric, title in zip(fig.subplots(1, 2), ("loss", "acc"), ("Loss", "Accuracy"), strict=True):
-        for stage, style in (("train", "-"), ("val", "--")):
-            values = history.get(f"{stage}/{metric}", [])
-            if values:
-                ax.plot(np.arange(1, len(values) + 1), values, style, marker=".", label=stage)
-        ax.set_xlabel("epoch")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend()
+    Args:
+        history: Per-epoch metrics, ``history["val/loss"][k - 1]`` for epoch ``k``.
+        name: The title (the run's name).
+        subtitle: The run's settings (:func:`~medmnist_lit.utils.figure_style.describe_run`).
+        checkpoint_epoch: The epoch (from 1) whose weights were scored, marked with a vertical line.
+    """
+    epochs = max((len(v) for v in history.values()), default=0)
+    with style():
+        fig = new_figure(WIDE, 4.6)
+        axes = fig.subplots(1, 2)
+        for ax, metric, label in zip(axes, ("loss", "acc"), ("loss (cross-entropy)", "accuracy"), strict=True):
+            for stage, look, word in (("train", TRAIN, "training"), ("val", VAL, "validation")):
+                values = np.asarray(history.get(f"{stage}/{metric}") or [], dtype=float)
+                if len(values):
+                    marker = look["marker"] if len(values) <= _MARKERS_UP_TO else None
+                    ax.plot(np.arange(1, len(values) + 1), values, **{**look, "marker": marker}, label=word)
+            if checkpoint_epoch is not None:
+                ax.axvline(checkpoint_epoch, color="0.35", linestyle=":", linewidth=1.5)
+                # above the plot area, where no curve runs (the layout engine makes room for it)
+                ax.annotate(
+                    f"checkpoint: epoch {checkpoint_epoch}",
+                    xy=(checkpoint_epoch, 1.0),
+                    xycoords=("data", "axes fraction"),
+                    xytext=(0, 3),
+                    textcoords="offset points",
+                    ha="center",
+                    va="bottom",
+                    fontsize=9,
+                    color="0.25",
+                )
+            integer_epochs(ax, epochs)
+            ax.set_ylabel(label)
+            ax.grid(True)
+        handles, labels = axes[0].get_legend_handles_labels()
+        if handles:
+            fig.legend(handles, labels, loc="outside lower center", ncols=len(handles))
+        title(fig, name, subtitle)
     return fig
 
 
-def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str = "Confusion matrix") -> Figure:
-    """Counts with row-normalised shading (rows are true classes)."""
-    matrix = np.asarray(matrix)
-    n = len(class_names)
-    fig = Figure(figsize=(1.2 + 0.75 * n, 1.0 + 0.7 * n))
-    ax = fig.subplots()
-    rows = matrix.sum(axis=1, keepdims=True)
-    share = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=float), where=rows > 0)
-    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    for i in range(n):
-        for j in range(n):
-            ax.text(
-                j,
-                i,
-                str(int(matrix[i, j])),
-                ha="center",
-                va="center",
-                color="white" if share[i, j] > 0.5 else "black",
-                fontsize=8,
+def confusion_figure(
+    matrix: np.ndarray,
+    class_names: Sequence[str],
+    heading: str = "Confusion matrix",
+    *,
+    name: str = "",
+    subtitle: str = "",
+) -> Figure:
+    """Counts in the cells, colour = share of the true class (rows), a colour bar and the overall accuracy.
+
+    Drawn by scikit-learn's ``ConfusionMatrixDisplay``; class names in any script (see :mod:`~.fonts`).
+
+    Args:
+        matrix: ``matrix[i, j]`` = samples of true class ``i`` predicted as ``j``.
+        class_names: One name per class.
+        heading: What the matrix is of, e.g. ``Test confusion matrix``; the accuracy is appended.
+        name: The figure's title (the run's name); ``heading`` alone when empty.
+        subtitle: The run's settings.
+    """
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    counts = np.asarray(matrix, dtype=np.int64)
+    names = [str(n) for n in class_names]
+    rows = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, rows, out=np.zeros(counts.shape, dtype=float), where=rows > 0)
+    total, correct = int(counts.sum()), int(np.trace(counts))
+    accuracy = f"accuracy {correct / total:.1%} ({correct:,}/{total:,})" if total else "no samples"
+    n = len(names)
+    longest = max((len(x) for x in names), default=1)
+    with style(names):
+        fig = new_figure(max(WIDTH * 0.8, 2.4 + 0.7 * n + 0.06 * longest), max(4.8, 1.9 + 0.6 * n + 0.06 * longest))
+        ax = fig.subplots()
+        display = ConfusionMatrixDisplay(share, display_labels=names)
+        display.plot(ax=ax, cmap="Blues", colorbar=True, xticks_rotation=45 if longest > 4 else "horizontal")
+        display.im_.set_clim(0.0, 1.0)
+        display.figure_.axes[-1].set_ylabel("share of the true class (row)")
+        size = 11 if n <= 6 else 9 if n <= 12 else 7
+        for (i, j), text in np.ndenumerate(display.text_):
+            text.set_text(f"{counts[i, j]:,}")
+            text.set_fontsize(size)
+            text.set_color("white" if share[i, j] > 0.55 else "black")
+        if longest > 4:
+            for label in ax.get_xticklabels():
+                label.set_horizontalalignment("right")
+                label.set_rotation_mode("anchor")
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        if name:
+            ax.set_title(f"{heading}: {accuracy}")
+            title(fig, name, subtitle)
+        else:
+            title(fig, f"{heading}: {accuracy}", subtitle)
+    return fig
+
+
+def clipped_loss_limits(losses: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """y-limits showing where the loss falls: from its minimum to its highest value before the minimum.
+
+    The divergence at the largest learning rates (losses of 20 and more against 2 at the start) is left out, so
+    the useful region is not flattened.
+    """
+    values = np.asarray([v for v in losses if math.isfinite(v)], dtype=float)
+    if not len(values):
+        return 0.0, 1.0
+    low = float(values.min())
+    high = float(values[: int(values.argmin()) + 1].max())
+    if high <= low:  # a flat start: show the whole curve
+        high = float(values.max())
+    pad = 0.08 * (high - low) if high > low else max(abs(low) * 0.05, 0.05)
+    return low - pad, high + pad
+
+
+def scientific(value: float) -> str:
+    """``0.0032`` → ``3.2e-3``, ``1e-06`` → ``1e-6``, ``1.0`` → ``1``: two significant digits, short exponents."""
+    mantissa, exponent = f"{value:.1e}".split("e")
+    mantissa = mantissa.removesuffix(".0")
+    return mantissa if int(exponent) == 0 else f"{mantissa}e{int(exponent)}"
+
+
+def lr_find_figure(
+    lrs: Sequence[float],
+    losses: Sequence[float],
+    suggestion: float | None,
+    *,
+    name: str = "Learning-rate range test",
+    subtitle: str = "",
+) -> Figure:
+    """Loss against learning rate (log scale), the loss axis clipped to the useful region, the suggestion marked.
+
+    Args:
+        lrs: Learning rates tried, increasing.
+        losses: Lightning's smoothed training loss at each.
+        suggestion: The suggested learning rate (steepest descent), if any.
+        name: The title (the run's name).
+        subtitle: The run's settings.
+    """
+    x = np.asarray(lrs, dtype=float)
+    y = np.asarray(losses, dtype=float)
+    with style():
+        fig = new_figure(WIDTH, 4.8)
+        ax = fig.subplots()
+        ax.plot(x, y, color=TRAIN["color"])
+        ax.set_xscale("log")
+        low, high = clipped_loss_limits(y)
+        ax.set_ylim(low, high)
+        above = np.flatnonzero(~(y <= high))  # also NaN/inf: they are off the axis too
+        if len(above):
+            first = int(above[0])
+            peak = np.nanmax(np.where(np.isfinite(y), y, np.nan)) if np.isfinite(y).any() else math.nan
+            ax.annotate(
+                f"loss rises off the axis (to {peak:.3g})" if math.isfinite(peak) else "loss diverges",
+                xy=(x[first], high),
+                xytext=(-8, -24),
+                textcoords="offset points",
+                ha="right",
+                fontsize=9,
+                color="0.25",
+                arrowprops={"arrowstyle": "->", "color": "0.4"},
             )
-    ax.set_xticks(range(n), class_names, rotation=45, ha="right")
-    ax.set_yticks(range(n), class_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
+        if suggestion is not None and len(x):
+            at = int(np.argmin(np.abs(np.log(x) - math.log(suggestion))))
+            ax.axvline(suggestion, color=VAL["color"], linestyle="--", linewidth=1.2)
+            ax.plot([x[at]], [y[at]], "o", color=VAL["color"], markersize=8)
+            ax.annotate(
+                f"suggested lr = {scientific(suggestion)}",
+                xy=(x[at], y[at]),
+                xytext=(8, 10),
+                textcoords="offset points",
+                fontsize=10,
+                color=VAL["color"],
+                weight="bold",
+            )
+        ax.set_xlabel("learning rate (log scale)")
+        ax.set_ylabel("training loss (smoothed)")
+        ax.grid(True, which="major")
+        title(fig, name, subtitle)
     return fig
