@@ -39,13 +39,30 @@ def option_names(parser: Any) -> list[str]:
 
 
 def suggest(name: str, candidates: Sequence[str]) -> str | None:
-    """The closest of ``candidates`` to ``name`` (difflib), or ``None`` when none is close."""
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
-    if not close and "." in name:  # a misspelled last part: compare within the same group
-        group, _, last = name.rpartition(".")
+    """The closest of ``candidates`` to ``name`` (difflib), or ``None`` when none is close.
+
+    Options of the same group (``--trainer.…`` for ``--trainer.max_epoch``) come first: a misspelled last part is
+    the common typo.
+    """
+    group = name.rpartition(".")[0]
+    if group:
         within = [c.rpartition(".")[2] for c in candidates if c.rpartition(".")[0] == group]
-        close = [f"{group}.{m}" for m in difflib.get_close_matches(last, within, n=1, cutoff=0.6)]
+        close = difflib.get_close_matches(name.rpartition(".")[2], within, n=1, cutoff=0.6)
+        if close:
+            return f"{group}.{close[0]}"
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
     return close[0] if close else None
+
+
+def _config_files(args: Sequence[str]) -> list[str]:
+    files = []
+    for i, arg in enumerate(args):
+        flag, eq, value = arg.partition("=")
+        if flag in ("-c", "--config"):
+            value = value if eq else (args[i + 1] if i + 1 < len(args) else "")
+            if value and not value.lstrip().startswith("{"):  # inline YAML is not a file
+                files.append(value)
+    return files
 
 
 def _class_parameters(class_path: str) -> list[str]:
@@ -57,16 +74,16 @@ def _class_parameters(class_path: str) -> list[str]:
         return []
 
 
-def _unknown(name: str, candidates: Sequence[str], given: set[str], remedy: str) -> str:
-    """``unknown option --x; did you mean --y?`` for the command line, ``unknown key 'x'`` for a config file."""
-    if f"--{name}" in given:
-        name, where = f"--{name}", "option"
+def _unknown(name: str, candidates: Sequence[str], args: Sequence[str], remedy: str) -> str:
+    """``unknown option --x; did you mean --y?`` for the command line, ``unknown key 'x' in c.yaml`` for a file."""
+    if f"--{name}" in {a.partition("=")[0] for a in args}:
+        match = suggest(f"--{name}", candidates)
+        what = f"unknown option --{name}"
     else:
-        candidates, where = [c.removeprefix("--") for c in candidates], "key"
-    match = suggest(name, candidates)
-    hint = f"; did you mean {match}?" if match else ""
-    shown = name if where == "option" else repr(name)
-    return f"unknown {where} {shown}{' in a config file' if where == 'key' else ''}{hint} ({remedy})"
+        match = suggest(name, [c.removeprefix("--") for c in candidates])
+        files = _config_files(args)
+        what = f"unknown key {name!r} in {files[0] if len(files) == 1 else 'a config file'}"
+    return f"{what}{f'; did you mean {match}?' if match else ''} ({remedy})"
 
 
 def explain_parse_error(parser: Any, message: str, args: Sequence[str] = (), prog: str | None = None) -> str:
@@ -84,28 +101,25 @@ def explain_parse_error(parser: Any, message: str, args: Sequence[str] = (), pro
     """
     prog = prog or getattr(parser, "prog", "") or "the command"
     candidates = option_names(parser)
-    given = {a.partition("=")[0] for a in args if a.startswith("--")}
     remedy = f"{prog} --help lists the options"
     found = _UNRECOGNIZED.search(message)
     if found:
         flag = next((t.partition("=")[0] for t in found.group(1).split() if t.startswith("-")), found.group(1))
         if not flag.startswith("--"):
             return f"unrecognized arguments: {found.group(1)} ({remedy})"
-        return _unknown(flag.removeprefix("--"), candidates, given | {flag}, remedy)
+        return _unknown(flag[2:], candidates, [*args, flag], remedy)
     found = _CLASS.search(message)
     if found:
         key, class_path, option = found.groups()
         parameters = _class_parameters(class_path)
         remedy = f"{prog} --{key}.help {class_path} lists its options"
-        if f"--{key}.init_args.{option}" in given:
-            return _unknown(f"{key}.init_args.{option}", [f"--{key}.init_args.{p}" for p in parameters], given, remedy)
-        if f"--{key}.{option}" in given:
-            return _unknown(f"{key}.{option}", [f"--{key}.{p}" for p in parameters], given, remedy)
-        return _unknown(f"{key}.init_args.{option}", [f"{key}.init_args.{p}" for p in parameters], given, remedy)
+        if f"--{key}.{option}" in {a.partition("=")[0] for a in args}:  # the short form: --optimizer.lr
+            return _unknown(f"{key}.{option}", [f"--{key}.{p}" for p in parameters], args, remedy)
+        return _unknown(f"{key}.init_args.{option}", [f"--{key}.init_args.{p}" for p in parameters], args, remedy)
     found = _GROUP.search(message)
     if found:
-        return _unknown(f"{found.group(1)}.{found.group(2)}", candidates, given, remedy)
+        return _unknown(f"{found.group(1)}.{found.group(2)}", candidates, args, remedy)
     found = _TOP.search(message)
     if found:
-        return _unknown(found.group(1), candidates, given, remedy)
+        return _unknown(found.group(1), candidates, args, remedy)
     return " ".join(line.strip() for line in message.splitlines() if line.strip())
