@@ -218,12 +218,9 @@ def download_command(args: Sequence[str]) -> int:
 
 
 def _setup_plain_logging() -> None:
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
+    from medmnist_lit.utils.console import setup_console
+
+    setup_console(target="stderr")  # stdout is for the command's result
 
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {

@@ -2,7 +2,7 @@
 
 While a bar is on screen, :func:`above_progress_bars` hands the console handler to tqdm's own
 ``tqdm.contrib.logging.logging_redirect_tqdm``, which writes each record with ``tqdm.write`` (clear the bar,
-print the line, redraw the bar). Outside it, :class:`StdoutHandler` writes plainly.
+print the line, redraw the bar). Outside it, :class:`ConsoleHandler` writes plainly.
 """
 
 from __future__ import annotations
@@ -14,32 +14,37 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
-__all__ = ["StdoutHandler", "above_progress_bars", "console_to", "setup_console"]
+__all__ = ["ConsoleHandler", "above_progress_bars", "console_to", "setup_console"]
 
 PACKAGE = "medmnist_lit"
 
 
-class StdoutHandler(logging.StreamHandler):
-    """A ``StreamHandler`` on whatever ``sys.stdout`` is when a record is written.
+class ConsoleHandler(logging.StreamHandler):
+    """A ``StreamHandler`` on whatever ``sys.stdout`` (or ``sys.stderr``) is when a record is written.
 
     A plain ``StreamHandler(sys.stdout)`` keeps the stream of its set-up, so a later redirection (pytest's
-    capture, ``contextlib.redirect_stdout``) would be missed; tqdm's handler has the same limit, hence this class.
-    It still counts as a console handler for ``logging_redirect_tqdm`` (its stream *is* ``sys.stdout``).
+    capture, ``contextlib.redirect_stdout``) would be missed or, once that stream is closed, fail; tqdm's handler
+    has the same limit, hence this class. It still counts as a console handler for ``logging_redirect_tqdm``
+    (its stream *is* ``sys.stdout``).
+
+    Args:
+        target: ``"stdout"`` or ``"stderr"``.
     """
 
-    def __init__(self) -> None:
-        super().__init__(sys.stdout)
+    def __init__(self, target: Literal["stdout", "stderr"] = "stdout") -> None:
+        self.target = target
+        super().__init__()
 
     @property
     def stream(self) -> IO[str]:
-        """The current ``sys.stdout``."""
-        return sys.stdout
+        """The current ``sys.stdout`` or ``sys.stderr``."""
+        return sys.stdout if self.target == "stdout" else sys.stderr
 
     @stream.setter
     def stream(self, value: Any) -> None:
-        pass  # StreamHandler.__init__ and setStream assign it; the current sys.stdout always wins
+        pass  # StreamHandler.__init__ and setStream assign it; the current sys.stdout/stderr always wins
 
 
 @contextlib.contextmanager
@@ -51,11 +56,18 @@ def above_progress_bars() -> Iterator[None]:
         yield
 
 
-def setup_console(level: int = logging.INFO) -> None:
-    """Send ``medmnist_lit`` logs to stdout and quiet Lightning's start-up chatter and known library noise."""
+def setup_console(level: int = logging.INFO, target: Literal["stdout", "stderr"] = "stdout") -> None:
+    """Send ``medmnist_lit`` logs to ``target`` and quiet Lightning's start-up chatter and known library noise.
+
+    Training commands log to stdout (with the epoch lines); data commands to stderr, keeping stdout for their
+    result. One console handler at a time: a second call moves it, and handlers of other kinds (files) stay.
+    """
     package = logging.getLogger(PACKAGE)
-    if not any(isinstance(h, StdoutHandler) for h in package.handlers):
-        handler = StdoutHandler()
+    for handler in list(package.handlers):
+        if isinstance(handler, ConsoleHandler) and handler.target != target:
+            package.removeHandler(handler)
+    if not any(isinstance(h, ConsoleHandler) for h in package.handlers):
+        handler = ConsoleHandler(target)
         handler.setFormatter(logging.Formatter("%(message)s"))
         package.addHandler(handler)
     package.setLevel(level)
