@@ -332,6 +332,16 @@ def _pair(counts: dict[str, int]) -> str:
     return f"{counts['exact']:>6} / {counts['near']:<6}"
 
 
+def _closeness(example: dict[str, Any], threshold: float) -> str:
+    """``, r=0.991``; below the threshold, say why the pair is counted at all (a cluster is a connected component)."""
+    if "r" not in example:
+        return ""
+    r = example["r"]
+    if r >= threshold:
+        return f", r={r}"
+    return f", r={r} < {threshold}: same cluster through images in between"
+
+
 def _ids(ids: list[str], limit: int = 3) -> str:
     return ", ".join(ids[:limit]) + (", ..." if len(ids) > limit else "")
 
@@ -382,7 +392,7 @@ def format_audit(report: dict[str, Any]) -> str:
             lines.append(f"    {side + ' in ' + other + ':':15}{cells}")
             for kind in KINDS:
                 for ex in split["examples"][relation][kind][:2]:
-                    r = f", r={ex['r']}" if "r" in ex else ""
-                    lines.append(f"      {kind}: {ex['ids'][0]} ~ {ex['ids'][1]} (fold {ex['fold']}{r})")
+                    closeness = _closeness(ex, measure["threshold"])
+                    lines.append(f"      {kind}: {ex['ids'][0]} ~ {ex['ids'][1]} (fold {ex['fold']}{closeness})")
     lines.extend(f"  WARNING: {w}" for w in report["warnings"])
     return "\n".join(lines)

@@ -363,6 +363,21 @@ def test_report_is_json_and_formats() -> None:
     assert plain["split"] is None and "split" not in format_audit(plain)
 
 
+def test_an_example_pair_below_the_threshold_is_labelled_as_linked_through_its_cluster() -> None:
+    data, split = leaky_data()
+    with pytest.warns(LeakageWarning):
+        report = audit(data, split)
+    threshold = report["measure"]["threshold"]
+    examples = report["split"]["examples"]["val_in_train"]["near"]
+    examples[:] = [
+        {"fold": 0, "ids": ["a.png", "b.png"], "r": 0.973},
+        {"fold": 0, "ids": ["c.png", "d.png"], "r": 0.99},
+    ]
+    lines = format_audit(report).splitlines()
+    assert f"      near: a.png ~ b.png (fold 0, r=0.973 < {threshold}: same cluster through images in between)" in lines
+    assert "      near: c.png ~ d.png (fold 0, r=0.99)" in lines  # a direct pair needs no explanation
+
+
 def test_near_only_leak_suggests_near_duplicates_only() -> None:
     data, _ = leaky_data()
     split = hand_split(13, test=[10], val=[[3, 9]])  # 3 is a near copy of 2 (train); no exact copy crosses
