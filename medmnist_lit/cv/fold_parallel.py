@@ -141,6 +141,8 @@ class FoldParallelClassifier(PlainAttributes, L.LightningModule):
         self.best_epoch = torch.full((len(heads),), -1, dtype=torch.long)
         self.best_weights: list[Tensor] = []
         self.best_biases: list[Tensor] = []
+        #: ``(step, learning rate)`` as LearningRateMonitor(logging_interval="step") logs them for one fold.
+        self.learning_rates: list[tuple[int, float]] = []
 
     def on_fit_start(self) -> None:
         """Place the best-weight copies and the epoch's running sums on the training device."""
@@ -163,6 +165,17 @@ class FoldParallelClassifier(PlainAttributes, L.LightningModule):
         # cross_entropy's mean divides the (class-weighted) sum by the sum of the targets' class weights
         norm = kept if model.class_weight is None else (keep * model.class_weight[y]).sum(1)
         return (ce * keep).sum(1) / norm.clamp_min(1e-12), kept
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Record the learning rate this step applies, where LearningRateMonitor would log it for a fold alone.
+
+        Every head shares the one optimizer and schedule, so one curve serves all folds of the pass; like the
+        monitor, a step is recorded when Lightning updates its logs (every ``log_every_n_steps`` steps).
+        """
+        trainer = self.trainer
+        step, every = trainer.global_step, getattr(trainer, "log_every_n_steps", 1)  # set on the Trainer at init
+        if (step + 1) % every == 0 or trainer.should_stop:
+            self.learning_rates.append((step, float(trainer.optimizers[0].param_groups[0]["lr"])))
 
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         """The sum of the folds' mean losses on their own samples of the batch (heads are independent)."""
@@ -280,6 +293,10 @@ def _finish_fold(
     logger = TensorBoardLogger(save_dir=run_dir, name="", version=directory.name, default_hp_metric=False)
     for epoch in range(epochs):
         logger.log_metrics({key: values[epoch] for key, values in history.items() if epoch < len(values)}, step=epoch)
+    if run.learning_rates:
+        writer, tag = logger.experiment, f"lr-{type(run.trainer.optimizers[0]).__name__}"  # the monitor's name
+        for step, rate in run.learning_rates:
+            writer.add_scalar(tag, rate, step)
     steps = run.trainer.global_step
     data = {k: v for k, v in datamodule.hparams.items() if not k.startswith("_")}
     data["fold"] = fold.number

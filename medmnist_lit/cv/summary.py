@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,10 @@ import torch
 from medmnist_lit.model.metrics import EpochMetrics
 from medmnist_lit.utils.files import atomic_path
 from medmnist_lit.utils.stats import binomial_interval, describe
+
+#: Per-epoch curves averaged over folds (every engine records them).
+CURVE_KEYS = ("train/loss", "train/acc", "val/loss", "val/acc")
+_PER_CLASS = re.compile(r"/acc_")  # per-class accuracies (val/acc_3) stay in summary.json
 
 
 def ensemble_metrics(probs: torch.Tensor, targets: torch.Tensor, names: Sequence[str], prefix: str) -> dict[str, float]:
@@ -105,19 +110,62 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
-def fold_line(fold: int, row: dict[str, Any]) -> str:
-    """One console line per fold."""
+def mean_curves(histories: Sequence[Mapping[str, Sequence[float]]]) -> dict[str, dict[str, list[float]]]:
+    """Per-epoch ``mean``, ``std`` and ``n`` over folds of each curve of :data:`CURVE_KEYS`.
+
+    ``histories[i][key][k]`` is fold ``i``'s value at epoch ``k + 1``. An epoch's numbers cover the folds that
+    reached it (early stopping ends folds at different epochs); ``std`` is the sample standard deviation (ddof=1),
+    0 where one fold reached the epoch.
+    """
+    curves: dict[str, dict[str, list[float]]] = {}
+    for key in CURVE_KEYS:
+        series = [list(h[key]) for h in histories if h.get(key)]
+        if not series:
+            continue
+        curve: dict[str, list[float]] = {"mean": [], "std": [], "n": []}
+        for epoch in range(max(len(s) for s in series)):
+            values = np.array([s[epoch] for s in series if epoch < len(s)], dtype=np.float64)
+            curve["mean"].append(float(values.mean()))
+            curve["std"].append(float(values.std(ddof=1)) if len(values) > 1 else 0.0)
+            curve["n"].append(float(len(values)))
+        curves[key] = curve
+    return curves
+
+
+def reported_scores(summary: Mapping[str, Any]) -> dict[str, float]:
+    """The scores of ``summary.json`` under the names a fit uses: fold means as ``val/acc`` with ``val/acc_std``.
+
+    Also the ensemble's ``test/…`` and ``external/…``, the pooled ``oof/…``, the refit's ``refit/test/…`` and the
+    fold models' own ``folds/test/…`` (mean and std); not per-class accuracies, counts, intervals or NaN.
+    """
+    scores: dict[str, float] = {}
+    for key, value in summary.items():
+        if key == "run" or _PER_CLASS.search(key) or key.endswith("/n"):
+            continue
+        if isinstance(value, Mapping) and "mean" in value:
+            scores[key], scores[f"{key}_std"] = float(value["mean"]), float(value["std"])
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            scores[key] = float(value)
+    return {key: value for key, value in scores.items() if math.isfinite(value)}
+
+
+def fold_line(fold: int, row: dict[str, Any], *, seconds: bool = True) -> str:
+    """One console line per fold; ``seconds=False`` leaves out the time (folds trained together share one pass)."""
     parts = [f"Fold {fold}"]
     for key, label in (("val/acc", "val acc"), ("val/loss", "val loss"), ("test/acc", "test acc")):
         if key in row and not math.isnan(row[key]):
             parts.append(f"{label} {100 * row[key]:.2f} %" if key.endswith("acc") else f"{label} {row[key]:.4f}")
-    parts.append(f"{row.get('epochs', 0):.0f} epochs, {row.get('seconds', 0):.1f} s")
+    parts.append(f"{row.get('epochs', 0):.0f} epochs" + (f", {row.get('seconds', 0):.1f} s" if seconds else ""))
     return ", ".join(parts)
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """A few console lines: mean ± std of the key metrics, pooled OOF accuracy, ensemble and refit test."""
+    """Console lines: the run's wall time, mean ± std of the key metrics, pooled OOF accuracy, ensemble and refit."""
     lines = []
+    run = summary.get("run") or {}
+    if "seconds" in run:
+        folds = len(run.get("folds_run", ())) or run.get("n_folds", 0)
+        lines.append(f"{run.get('strategy', 'cv')}: {folds} folds in {run['seconds']:.1f} s ({run.get('engine')})")
     for key in ("val/acc", "val/loss", "val/f1", "val/auroc"):
         if key in summary and not math.isnan(summary[key]["mean"]):
             s = summary[key]
@@ -132,6 +180,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("test/acc", "test acc (fold ensemble)"),
         ("refit/test/acc", "test acc (refit)"),
         ("external/acc", "external acc (fold ensemble)"),
+        ("refit/external/acc", "external acc (refit)"),
     )
     lines.extend(f"{label}: {summary[key]:.4f}" for key, label in labels if key in summary)
     return "\n".join(lines)

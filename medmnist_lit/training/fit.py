@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,13 +22,14 @@ from medmnist_lit.callbacks import EpochNumberCheckpoint, EpochSummary, Progress
 from medmnist_lit.callbacks.run_artifacts import run_dir
 from medmnist_lit.data.fold import Fold
 from medmnist_lit.model.metrics import EpochMetrics
+from medmnist_lit.training.hparams import run_scores, trainer_settings, trial_hparams, write_trial
 from medmnist_lit.utils.checkpoints import check_compatible, load_checkpoint, secure_trainer
 from medmnist_lit.utils.files import write_json
 
 log = logging.getLogger("medmnist_lit")
 
-#: Metrics copied into TensorBoard's HParams tab, as ``hp/<stage>_<metric>``.
-HPARAM_METRICS = ("loss", "acc", "f1", "auroc")
+#: The scores of a stage shown on the console (``validate``, ``test``).
+STAGE_METRICS = ("loss", "acc", "f1", "auroc")
 
 
 @dataclass
@@ -151,7 +153,7 @@ def fold_result(
 
     Scores ``model`` (holding the weights of epoch ``scored_epoch``, counted from 1) on the fold's validation
     samples, the test split (unless ``test`` already has those metrics; the scores are logged to ``loggers`` at the
-    last epoch) and the ``test_source`` data, then writes ``metrics.json`` and the HParams record.
+    last epoch) and the ``test_source`` data, then writes ``metrics.json`` and flushes the loggers.
 
     Args:
         model: The trained :class:`~medmnist_lit.model.classifier.Classifier`.
@@ -205,39 +207,17 @@ def fold_result(
     )
     if write:
         write_json(directory / "metrics.json", result)
-        log_hparams(loggers, model, datamodule, result, save_yaml=save_yaml)
+        finish_loggers(loggers, save_yaml=save_yaml)
     return RunResult(directory, result, checkpoint, history, val, tested, external)
 
 
-def log_hparams(
-    loggers: Sequence[Logger],
-    model: L.LightningModule,
-    datamodule: Any,
-    metrics: dict[str, float],
-    *,
-    raw: bool = False,
-    save_yaml: bool = True,
-) -> None:
-    """Record hyperparameters with the final metrics, so TensorBoard's HParams tab compares runs.
+def finish_loggers(loggers: Sequence[Logger], *, save_yaml: bool = True) -> None:
+    """Flush and close the loggers, so the run is complete on disk when its function returns.
 
-    ``metrics`` are run metrics (``val/acc``...) turned into ``hp/val_acc``...; with ``raw`` they are used as given.
-    The loggers are finalised (flushed); ``save_yaml=False`` skips their ``hparams.yaml`` (slow to write, once
-    per fold of a leave-one-out run).
+    ``save_yaml=False`` skips a TensorBoard logger's ``hparams.yaml`` (slow to write, once per fold of a
+    leave-one-out run); otherwise the loggers are finalised as Lightning finalises them.
     """
-    params = {**{f"model/{k}": v for k, v in model.hparams.items()}}
-    params.update({f"data/{k}": v for k, v in getattr(datamodule, "hparams", {}).items()})
-    hp_metrics = (
-        metrics
-        if raw
-        else {
-            f"hp/{stage}_{name}": metrics[f"{stage}/{name}"]
-            for stage in ("train", "val", "test", "external")
-            for name in HPARAM_METRICS
-            if f"{stage}/{name}" in metrics and not math.isnan(metrics[f"{stage}/{name}"])
-        }
-    )
     for logger in loggers:
-        logger.log_hyperparams(params, metrics=hp_metrics or None)
         if save_yaml or not isinstance(logger, TensorBoardLogger):
             logger.finalize("success")  # flush now: the run is complete on disk when fit_and_test returns
         else:
@@ -255,6 +235,7 @@ def fit_and_test(
     audit: bool = True,
     checkpoint: Literal["best", "last"] = "best",
     trainer_test: bool = True,
+    trial: bool = True,
 ) -> RunResult:
     """Train the DataModule's fold, then score the best checkpoint (or the last epoch); write ``metrics.json``.
 
@@ -269,11 +250,14 @@ def fit_and_test(
             the best epoch by validation loss makes that validation score optimistic; the test score stays honest.
         trainer_test: Test with ``Trainer.test`` (its callbacks draw the confusion matrix); ``False`` scores the
             test split directly and keeps the probabilities (cross-validation's fold ensemble).
+        trial: Record the run as a trial of TensorBoard's HParams tab (:mod:`medmnist_lit.training.hparams`); the
+            folds and the refit of a cross-validation are not trials (the cross-validation is).
 
     Returns:
         The run's :class:`RunResult` (see :func:`fold_result`).
     """
     start = time.perf_counter()
+    seed = os.environ.get("PL_GLOBAL_SEED")  # set by seed_everything (LightningCLI calls it before building the run)
     secure_trainer(trainer)
     if ckpt_path and list(model.parameters()):  # fail before the run directory exists, not halfway into it
         check_compatible(load_checkpoint(ckpt_path), model, ckpt_path)
@@ -303,15 +287,36 @@ def fit_and_test(
         write=trainer.is_global_zero,
     )
     metrics = result.metrics
+    if trial and trainer.is_global_zero:
+        hparams = trial_hparams(
+            model.hparams,
+            getattr(datamodule, "hparams", {}),
+            trainer_settings(trainer),
+            seed=None if seed is None else int(seed),
+        )
+        # the scores sit on the run's curves: at the scored epoch (the x-axis of epoch metrics is the 0-based epoch)
+        write_trial(directory, hparams, run_scores(metrics), step=int(metrics["best_epoch"]) - 1)
     if trainer.is_global_zero and announce:
-        if "test/acc" in metrics:
-            log.info(
-                "Accuracy of the model on the %d test images: %.2f %%",
-                int(metrics["n_test"]),
-                100 * metrics["test/acc"],
-            )
+        announce_scores(metrics, datamodule)
         log.info("run dir: %s", directory)
     return result
+
+
+def announce_scores(metrics: dict[str, float], datamodule: Any) -> None:
+    """The console's closing scores of a run: the test accuracy and every score the user asked for as well."""
+    if "test/acc" in metrics:
+        log.info(
+            "Accuracy of the model on the %d test images: %.2f %%", int(metrics["n_test"]), 100 * metrics["test/acc"]
+        )
+    if "external/acc" in metrics:
+        external = getattr(datamodule, "external", None)
+        count = f"{len(external.labels)} " if external is not None else ""
+        log.info(
+            "Accuracy of the model on the %simages of %s (--data.test_source): %.2f %%",
+            count,
+            getattr(datamodule, "test_source", "the external source"),
+            100 * metrics["external/acc"],
+        )
 
 
 def audit_run(datamodule: Any, directory: Path) -> dict[str, Any]:
@@ -337,7 +342,7 @@ def log_stage_result(command: str, result: dict[str, Any], trainer: L.Trainer) -
     """Log the outcome of ``validate``/``test`` in one line each."""
     stage = "val" if command == "validate" else "test"
     scores = ", ".join(
-        f"{name}: {float(result[f'{stage}/{name}']):.4f}" for name in HPARAM_METRICS if f"{stage}/{name}" in result
+        f"{name}: {float(result[f'{stage}/{name}']):.4f}" for name in STAGE_METRICS if f"{stage}/{name}" in result
     )
     log.info("%s %s", command, scores)
     if f"{stage}/acc" in result:
