@@ -83,6 +83,13 @@ def _columns(labels: list[str]) -> int:
     return max(1, min(len(labels), 90 // (longest + 6), 5))
 
 
+def _within_unit(ax: Any, values: list[np.ndarray]) -> None:
+    """Keep the x-axis of scores that lie in [0, 1] (accuracy, F1, AUROC) from running past 0 or 1."""
+    if values and all(len(v) == 0 or (v.min() >= 0 and v.max() <= 1) for v in values):
+        low, high = ax.get_xlim()
+        ax.set_xlim(max(low, -0.02), min(high, 1.02))
+
+
 def _variant_axis(ax: Any, names: list[str]) -> None:
     ax.set_yticks(range(len(names)), names)
     ax.set_ylim(len(names) - 0.5, -0.5)  # the spec's first variant on top
@@ -106,6 +113,8 @@ def metric_figure(groups: dict[str, list[dict[str, Any]]], metric: str, name: st
     _variant_axis(ax, names)
     ax.set_xlabel(metric_label(metric))
     ax.margins(x=0.15)
+    if metric.rpartition("/")[2] in ("acc", "f1", "auroc"):
+        _within_unit(ax, [_values(groups[v], metric) for v in names])
     title(fig, name or "Batch", f"{metric_label(metric)}: mean ± std over {_seeds(groups)} (grey: each seed)")
     return fig
 
@@ -165,6 +174,7 @@ def train_val_figure(groups: dict[str, list[dict[str, Any]]], name: str = "") ->
     _variant_axis(ax, names)
     ax.set_xlabel("accuracy")
     ax.margins(x=0.1)
+    _within_unit(ax, [_values(groups[v], k) for v in names for k in ("train/acc", "val/acc")])
     handles = [
         Line2D([], [], linestyle="", markersize=8, **{k: v for k, v in look.items() if k != "linestyle"})
         for look in (TRAIN, VAL)

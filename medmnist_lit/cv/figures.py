@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from medmnist_lit.utils.figure_style import (
     PALETTE,
@@ -121,25 +122,29 @@ def cv_folds_figure(
             x = [int(row["fold"]) for row in mine]
             y = [float(row[key]) for row in mine]
             size = 7 if len(rows) <= 50 else 3
-            ax.plot(x, y, "o", color=PALETTE[i % len(PALETTE)], markersize=size, label=f"repeat {repeat}", zorder=3)
+            ax.plot(x, y, "o", color=PALETTE[i % len(PALETTE)], markersize=size, zorder=3)
         stats = summary.get(key)
         if isinstance(stats, Mapping) and _finite(stats.get("mean")):
             mean = float(stats["mean"])
-            ax.axhline(mean, color="0.2", linewidth=1.5, label=f"mean {mean:.3f}")
+            ax.axhline(mean, color="0.2", linewidth=1.5)
             lo, hi = stats.get("ci95") or (math.nan, math.nan)
-            if _finite(lo) and _finite(hi):
-                ax.axhspan(lo, hi, color="0.5", alpha=0.18, linewidth=0, label=f"95% CI of the mean {lo:.3f}–{hi:.3f}")
+            interval = _finite(lo) and _finite(hi)
+            if interval:
+                ax.axhspan(lo, hi, color="0.5", alpha=0.18, linewidth=0)
+            # the numbers go in the panel's title: a legend inside the axes would cover dots or the band
+            ax.set_title(f"mean {mean:.3f}" + (f", 95% CI {lo:.3f}–{hi:.3f}" if interval else ""))
         ax.xaxis.set_major_locator(_integer_locator())
         ax.set_xlabel("fold")
         ax.set_ylabel(metric_label(key))
         ax.margins(x=0.08, y=0.15)
         ax.grid(True, axis="y")
-        handles, labels = ax.get_legend_handles_labels()
-        if len(repeats) == 1:  # one repeat: its dots need no legend entry
-            handles, labels = handles[1:], labels[1:]
-        ax.legend(handles, labels, loc="best", fontsize=9)
+    dots = [Line2D([], [], linestyle="", marker="o", color=PALETTE[i % len(PALETTE)]) for i in range(len(repeats))]
+    words = [f"repeat {r}" for r in repeats] if len(repeats) > 1 else ["one fold"]
+    handles = [*dots, Line2D([], [], color="0.2"), Patch(color="0.5", alpha=0.18, linewidth=0)]
+    labels = [*words, "mean over folds", "95% confidence interval of the mean"]
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels))
     n = len(folds)
-    title(fig, name, " · ".join(p for p in (subtitle, f"{n} fold{'s' if n != 1 else ''}, one dot each") if p))
+    title(fig, name, " · ".join(p for p in (subtitle, f"{n} fold{'s' if n != 1 else ''}") if p))
     return fig
 
 

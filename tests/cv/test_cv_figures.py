@@ -61,9 +61,11 @@ def test_cv_folds_dot_plot_shows_each_fold_the_mean_and_its_interval() -> None:
     dots, mean = ax.get_lines()[0], ax.get_lines()[1]
     assert list(dots.get_xdata()) == [0, 1, 2] and list(dots.get_ydata()) == [0.7, 0.5, 0.8]
     assert mean.get_ydata()[0] == pytest.approx(summary["val/acc"]["mean"])
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
     lo, hi = summary["val/acc"]["ci95"]
-    assert labels == [f"mean {summary['val/acc']['mean']:.3f}", f"95% CI of the mean {lo:.3f}–{hi:.3f}"]
+    assert ax.get_title() == f"mean {summary['val/acc']['mean']:.3f}, 95% CI {lo:.3f}–{hi:.3f}"
+    assert len(ax.patches) == 1 and ax.get_legend() is None  # the interval's band; one legend for both panels
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["one fold", "mean over folds", "95% confidence interval of the mean"]
     assert ax.get_ylabel() == "validation accuracy" and fig.axes[1].get_ylabel() == "validation loss"
 
 
