@@ -56,7 +56,8 @@ FALLBACKS = (
 
 #: Families found to cover characters of earlier figures (kept for the process: tick labels are drawn later).
 _found: list[str] = []
-_reported: set[str] = set()
+#: Characters no installed font has (searched once per process: the search reads every font file).
+_uncovered: set[int] = set()
 
 
 def _installed() -> dict[str, str]:
@@ -95,7 +96,7 @@ def font_families(texts: Iterable[str] = ()) -> list[str]:
     covered: set[int] = set()
     for family in families:
         covered |= _charmap(installed[family]) & wanted
-    missing = wanted - covered
+    missing = wanted - covered - _uncovered
     for family in sorted(set(installed) - set(families)) if missing else ():
         has = _charmap(installed[family]) & missing
         if has and not family.startswith("Last Resort"):  # Matplotlib's box-drawing font: the last resort anyway
@@ -104,10 +105,10 @@ def font_families(texts: Iterable[str] = ()) -> list[str]:
             missing -= has
             if not missing:
                 break
-    text = "".join(sorted(map(chr, missing)))
-    if missing and text not in _reported:
-        _reported.add(text)
-        log.debug("no installed font has %r; install e.g. Noto Sans CJK to see them in figures", text)
+    if missing:
+        _uncovered.update(missing)
+        text = "".join(sorted(map(chr, missing)))
+        log.debug("no installed font has %r: drawn as boxes; install e.g. Noto Sans CJK to see them in figures", text)
     return families or [PRIMARY]
 
 

@@ -126,15 +126,19 @@ def _font_with(path: Path, chars: str, family: str) -> Path:
 
 def test_font_fallback_finds_an_installed_font_with_the_missing_glyphs(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(fonts, "_found", [])
-    assert "Test Han" not in fonts.font_families(["腹部CT"])
-    path = _font_with(tmp_path / "testhan.ttf", "腹部", "Test Han")
+    monkeypatch.setattr(fonts, "_uncovered", set())
+    monkeypatch.setattr(fonts, "FALLBACKS", ())  # a CJK font of this machine would otherwise come first
+    assert "AAA Test Han" not in fonts.font_families(["腹部CT"])
+    fonts._found.clear()  # as in a new process, after the font was installed
+    fonts._uncovered.clear()
+    path = _font_with(tmp_path / "testhan.ttf", "腹部", "AAA Test Han")  # sorts before installed fonts
     manager = font_manager.fontManager
     before = list(manager.ttflist)
     manager.addfont(str(path))
     try:
         families = fonts.font_families(["腹部CT", "Рука"])
-        assert families[0] == "DejaVu Sans" and "Test Han" in families
-        assert "Test Han" in fonts.font_families()  # remembered: tick labels are drawn later, without the names
+        assert families[0] == "DejaVu Sans" and "AAA Test Han" in families
+        assert "AAA Test Han" in fonts.font_families()  # remembered: tick labels are drawn later, without the names
         fig = confusion_figure(MATRIX, NAMES)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
