@@ -40,7 +40,7 @@ examples:
 
 
 #: Commands that import PyTorch and Lightning (seconds): they say so at once.
-HEAVY = ("fit", "cv", "validate", "test", "predict", "lr-find", "batch")
+HEAVY = ("fit", "cv", "validate", "test", "predict", "lr-find", "batch", "audit")
 
 
 class UsageError(Exception):
