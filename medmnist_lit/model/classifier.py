@@ -10,6 +10,7 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import Tensor, nn
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 PER_STEP_SCHEDULERS: tuple[type, ...] = (CyclicLR, OneCycleLR)
 DEFAULT_OPTIMIZER: dict[str, Any] = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.001}}
 Stage = Literal["train", "val", "test"]
+#: Checkpoint key of the per-epoch history (plain lists of floats: loadable weights-only).
+HISTORY_KEY = "medmnist_lit_history"
 
 
 def resolve_class_path(class_path: str, default_module: str) -> type:
@@ -297,6 +300,30 @@ class Classifier(PlainAttributes, WeightsOnlyLoading, L.LightningModule):
     def on_test_epoch_end(self) -> None:
         """Log test metrics."""
         self._log_stage("test")
+
+    # -------------------------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the per-epoch :attr:`history` in the checkpoint (plain floats), so a resumed run goes on with it."""
+        checkpoint[HISTORY_KEY] = {
+            "history": {key: [float(v) for v in values] for key, values in self.history.items()},
+            "epoch": dict(self._history_epoch),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Take the checkpoint's :attr:`history` when training resumes from it, or the model is loaded alone.
+
+        Evaluating a checkpoint (``trainer.test(ckpt_path=...)`` after a fit) leaves the history of the training
+        that made it as it is. Checkpoints without a history (older versions) leave it empty.
+        """
+        saved = checkpoint.get(HISTORY_KEY)
+        try:
+            function = self.trainer.state.fn
+        except RuntimeError:  # not attached to a Trainer: Classifier.load_from_checkpoint
+            function = None
+        if saved is None or function not in (None, TrainerFn.FITTING):
+            return
+        self.history = {str(key): [float(v) for v in values] for key, values in saved["history"].items()}
+        self._history_epoch = {str(key): int(epoch) for key, epoch in saved["epoch"].items()}
 
     # ------------------------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> Any:
