@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from functools import cached_property
@@ -15,11 +16,12 @@ import torch
 from torch import Tensor
 
 from medmnist_lit.data.cache import load_dataset
-from medmnist_lit.data.fold import Fold, fold_loader, fold_transform, split_fold
-from medmnist_lit.data.imageset import ImageSet, match_classes
-from medmnist_lit.data.layout import require_source
+from medmnist_lit.data.external import load_external
+from medmnist_lit.data.fold import Fold, PixelStats, fold_loader, fold_statistics, pixel_transform, split_fold
+from medmnist_lit.data.grouping import GroupBy, with_groups
+from medmnist_lit.data.imageset import ImageSet
 from medmnist_lit.data.loaders import BatchLoader, EpochSampler, PixelTransform
-from medmnist_lit.splits.groups import exact_duplicate_groups, merge_groups, read_group_csv
+from medmnist_lit.data.provenance import DataProvenance, fingerprint_of, pending_record, split_digest
 from medmnist_lit.splits.split import Split
 from medmnist_lit.splits.strategies import make_split, stratified_subset
 from medmnist_lit.utils.checkpoints import WeightsOnlyLoading
@@ -27,7 +29,10 @@ from medmnist_lit.utils.checkpoints import WeightsOnlyLoading
 log = logging.getLogger(__name__)
 
 SplitName = Literal["holdout", "kfold", "loo", "group_kfold", "logo", "predefined"]
-GroupBy = Literal["duplicates", "near_duplicates"]
+
+
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else os.path.abspath(os.path.expanduser(path))
 
 
 class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ignore[misc]  # weights-only loader
@@ -68,6 +73,10 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
     The loaders serve one fold, a :class:`~medmnist_lit.data.fold.Fold` value: fold ``fold`` of the split, or the
     one given to :meth:`with_fold` (cross-validation makes its folds with :meth:`make_fold` and :meth:`refit_fold`
     and hands each to the code that trains it). Nothing else changes what a DataModule serves.
+
+    Paths are made absolute (also in the hyperparameters). Checkpoints hold :meth:`state_dict`, a
+    :class:`~medmnist_lit.data.provenance.DataProvenance`: a DataModule restored from one knows the classes, image
+    shape and pixel statistics without its data, and checks the data it loads is the same.
     """
 
     def __init__(
@@ -99,7 +108,12 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
         test_source: str | None = None,
     ) -> None:
         super().__init__()
+        # absolute, also in the hyperparameters (so in checkpoints): they must not depend on the working directory
+        paths = {"source": source, "test_source": test_source, "cache_dir": cache_dir, "groups": groups}
+        paths = {key: _absolute(path) for key, path in {**paths, "split_file": split_file}.items()}
         self.save_hyperparameters()
+        self.hparams.update(paths)
+        source, test_source, cache_dir, groups, split_file = paths.values()
         if batch_size != "full" and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"data.batch_size must be a positive integer or 'full', got {batch_size!r}")
         if eval_batch_size < 1:
@@ -132,12 +146,19 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
         self.test_source = test_source
         self._tensors: dict[tuple[str, torch.device], tuple[Tensor, Tensor]] = {}
         self._transforms: dict[int | None, PixelTransform] = {}
+        self._stats: dict[int | None, PixelStats | None] = {}
         self._fold: Fold | None = None  # set once: by with_fold, or on first use from data.fold
+        #: The data record of the checkpoint this DataModule was restored from (``None``: not restored).
+        self.restored: DataProvenance | None = None
+        if (state := pending_record()) is not None:  # made inside provenance.restoring(...)
+            self.load_state_dict(dict(state))
 
     # ----------------------------------------------------------------------------------------- data
     @cached_property
     def dataset(self) -> ImageSet:
         """The (optionally subsampled) dataset, with group codes attached; loaded on first use."""
+        if self.restored is not None:
+            self.restored.require_source(self.source)
         data = load_dataset(
             self.source,
             channels=self.channels,
@@ -147,37 +168,35 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
         )
         if self.subset is not None and self.subset < len(data):
             data = data.take(stratified_subset(data.labels, self.subset, seed=self.seed, class_names=data.class_names))
-        return self._with_groups(data)
+        if self.restored is not None:
+            self.restored.check_data(data, self.source, self.fingerprint)
+        return with_groups(data, self.groups, self.group_by)
 
-    def _with_groups(self, data: ImageSet) -> ImageSet:
-        from dataclasses import replace
+    @cached_property
+    def fingerprint(self) -> str | None:
+        """The source's fingerprint (see :mod:`~medmnist_lit.data.fingerprint`); ``None`` for the digits demo."""
+        return fingerprint_of(self.source)
 
-        sources: list[np.ndarray | None] = [data.groups]
-        if self.groups is not None:
-            sources.append(read_group_csv(self.groups, data.ids))
-        if self.group_by == "duplicates":
-            sources.append(exact_duplicate_groups(data.images))
-        elif self.group_by == "near_duplicates":
-            from medmnist_lit.splits.groups import near_duplicate_groups
-
-            sources.append(near_duplicate_groups(data.images))
-        merged = merge_groups(*sources)
-        return data if merged is data.groups else replace(data, groups=merged)
+    @cached_property
+    def split_digest(self) -> str:
+        """:func:`~medmnist_lit.data.provenance.split_digest` of :attr:`split`: the split's identity."""
+        return split_digest(self.split, self.dataset.ids)
 
     @property
     def num_classes(self) -> int:
-        """Number of classes of the source."""
-        return self.dataset.num_classes
+        """Number of classes of the source (of the checkpoint, when restored from one)."""
+        return len(self.class_names)
 
     @property
     def class_names(self) -> list[str]:
-        """Class names in label order."""
-        return list(self.dataset.class_names)
+        """Class names in label order (of the checkpoint, when restored from one: the data is checked to match)."""
+        restored = self.restored
+        return list(restored.class_names if restored is not None else self.dataset.class_names)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        """Channels-first shape of one image."""
-        return self.dataset.input_shape
+        """Channels-first shape of one image (of the checkpoint, when restored from one)."""
+        return self.restored.input_shape if self.restored is not None else self.dataset.input_shape
 
     @cached_property
     def split(self) -> Split:
@@ -202,6 +221,8 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
             )
         if not 0 <= self.fold < split.n_folds:
             raise ValueError(f"data.fold={self.fold} is out of range: this split has {split.n_folds} folds")
+        if self.restored is not None:
+            self.restored.check_split(split_digest(split, data.ids), self.source)
         return split
 
     # ---------------------------------------------------------------------------------------- folds
@@ -221,8 +242,9 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
     def _transform(self, key: int | None) -> Callable[[np.ndarray], PixelTransform]:
         def transform(train: np.ndarray) -> PixelTransform:
             if key not in self._transforms:  # standardisation statistics: one pass over the fold's images, once
-                channels = self.input_shape[0]
-                self._transforms[key] = fold_transform(self.dataset.images, train, channels, self.standardize)
+                channels = self.dataset.input_shape[0]
+                stats = fold_statistics(self.dataset.images, train, channels) if self.standardize else None
+                self._stats[key], self._transforms[key] = stats, pixel_transform(channels, stats)
             return self._transforms[key]
 
         return transform
@@ -237,17 +259,19 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
         if fold.number is not None:
             hparams["fold"] = fold.number
         other = type(self)(**hparams)
-        for name in ("dataset", "split", "external"):  # cached: shared, never recomputed
+        for name in ("dataset", "split", "external", "fingerprint", "split_digest"):  # cached: shared
             if name in self.__dict__:
                 other.__dict__[name] = self.__dict__[name]
-        other._tensors, other._transforms, other._fold = self._tensors, self._transforms, fold
+        other._tensors, other._transforms, other._stats = self._tensors, self._transforms, self._stats
+        other._fold = fold
         return other
 
     @property
     def selected_fold(self) -> Fold:
         """The fold this DataModule serves: the one given to :meth:`with_fold`, else fold ``data.fold``."""
-        if self._fold is None:
-            self._fold = self.make_fold(self.fold)
+        if self._fold is None:  # a refit's checkpoint names no fold: it trained on all development data
+            refit = self.restored is not None and self.restored.fold is None
+            self._fold = self.refit_fold() if refit else self.make_fold(self.fold)
         return self._fold
 
     def indices(self, part: Literal["train", "val", "test", "dev"]) -> np.ndarray:
@@ -281,21 +305,47 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
         """Pixel conversion of :attr:`selected_fold` (standardisation statistics of its training part only)."""
         return self.selected_fold.transform
 
+    def state_dict(self) -> dict[str, Any]:
+        """What checkpoints keep of the data: a :class:`~medmnist_lit.data.provenance.DataProvenance` record."""
+        if "dataset" not in self.__dict__ and self.restored is not None:
+            return self.restored.to_state()  # never loaded: pass the checkpoint's record on unchanged
+        fold, data = self.selected_fold, self.dataset
+        self._transform(fold.number)(fold.train)  # computes the statistics of a fold handed to with_fold
+        record = DataProvenance(
+            source=self.source,
+            fingerprint=self.fingerprint,
+            class_names=tuple(data.class_names),
+            input_shape=data.input_shape,
+            split=self.split_digest,
+            fold=fold.number,
+            stats=self._stats[fold.number],
+        )
+        return record.to_state()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a checkpoint's record; data already loaded is checked against it, data loaded later when it is."""
+        restored = DataProvenance.from_state(state_dict)
+        if restored == self.restored:  # Lightning restores a checkpoint this DataModule was made from: checked
+            return
+        self.restored = restored
+        if "dataset" in self.__dict__:
+            restored.check_data(self.dataset, self.source, self.fingerprint)
+        if "split" in self.__dict__:
+            restored.check_split(self.split_digest, self.source)
+
     @cached_property
     def external(self) -> ImageSet:
         """The ``test_source`` dataset, converted like the main one, labels re-coded by class name."""
         if self.test_source is None:
             raise ValueError("no data.test_source is configured")
-        what = "a class-folder tree with the training data's classes, a .zip of one, or a .npz"
-        require_source(Path(self.test_source).expanduser(), "--data.test_source", what)
-        other = load_dataset(
+        return load_external(
             self.test_source,
-            channels=self.channels,
-            image_size=self.image_size,
+            self.dataset,
+            self.channels,
+            self.image_size,
             cache_dir=self.cache_dir,
             skip_bad=self.skip_bad,
         )
-        return match_classes(other, self.dataset)
 
     def tensors(
         self, device: torch.device | str = "cpu", which: Literal["main", "external"] = "main"
@@ -389,16 +439,3 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
     def predict_dataloader(self) -> BatchLoader:
         """Batches of the held-out test set, in order (for predictions)."""
         return self.loader(self.indices("test"))
-
-    def describe(self) -> dict[str, Any]:
-        """Sizes of the parts of :attr:`selected_fold`, for logs and summaries."""
-        split = self.split
-        return {
-            "source": self.dataset.source,
-            "n_samples": len(self.dataset),
-            "n_train": len(self.indices("train")),
-            "n_val": len(self.indices("val")),
-            "n_test": len(split.test),
-            "n_folds": split.n_folds,
-            "fold": self.selected_fold.number,
-        }

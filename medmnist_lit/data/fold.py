@@ -119,12 +119,30 @@ def fold_loader(
     return BatchLoader(images, labels, sampler, first.stream_batch_size, transform, drop_last, mask)
 
 
-def fold_transform(images: np.ndarray, train: np.ndarray, channels: int, standardize: bool) -> PixelTransform:
-    """Pixels to [0, 1]; with ``standardize`` also the per-channel mean and std of the ``train`` images only."""
-    if not standardize:
-        return PixelTransform.unit(channels)
+@dataclass(frozen=True)
+class PixelStats:
+    """Per-channel pixel mean and std on the [0, 1] scale: the standardisation statistics of a training part.
+
+    Plain floats (exactly the float32 values computed), so a checkpoint stores them as they are and
+    :func:`pixel_transform` rebuilds the same conversion, bit for bit.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def fold_statistics(images: np.ndarray, train: np.ndarray, channels: int) -> PixelStats:
+    """The per-channel mean and std of the ``train`` images only."""
     mean, std = _channel_stats(np.asarray(images[train]).reshape(-1, channels))
-    return PixelTransform.standardize(torch.as_tensor(mean), torch.as_tensor(std))
+    return PixelStats(tuple(float(m) for m in mean), tuple(float(s) for s in std))
+
+
+def pixel_transform(channels: int, stats: PixelStats | None = None) -> PixelTransform:
+    """Pixels to [0, 1]; with ``stats`` also standardised with them."""
+    if stats is None:
+        return PixelTransform.unit(channels)
+    mean, std = (torch.tensor(values, dtype=torch.float32) for values in (stats.mean, stats.std))
+    return PixelTransform.standardize(mean, std)
 
 
 def _channel_stats(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

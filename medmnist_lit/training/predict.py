@@ -2,7 +2,8 @@
 
 ``medmnist-lit predict --ckpt_path X`` predicts the test split the model was trained against;
 ``--predict.source PATH`` predicts every image of a source instead: a plain folder of image files (no labels),
-a class-folder tree, a ``.zip`` of one, or a MedMNIST ``.npz`` (labels kept for the CSV).
+a class-folder tree, a ``.zip`` of one, or a MedMNIST ``.npz`` (labels kept for the CSV). That needs only the
+checkpoint: it holds the class names, the input shape and the pixel statistics the model was trained with.
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ def _plain_images(folder: Path) -> list[Path]:
 
 
 def read_images(
-    path: str | Path, *, channels: int, image_size: int | None, input_shape: tuple[int, ...]
+    path: str | Path,
+    *,
+    channels: int,
+    image_size: int | None,
+    input_shape: tuple[int, ...],
+    cache_dir: str | None = None,
 ) -> tuple[list[str], np.ndarray, list[str]]:
     """Ids, uint8 images ``N×H×W[×C]`` and label names (empty strings when unknown) of every image of ``path``.
 
@@ -62,7 +68,7 @@ def read_images(
                 f"{tuple(input_shape[1:])}; set --data.image_size {input_shape[-1]} to resize them"
             )
         return [f.name for f in files], np.stack(arrays), [""] * len(files)
-    data = load_dataset(path, channels=channels, image_size=image_size)
+    data = load_dataset(path, channels=channels, image_size=image_size, cache_dir=cache_dir)
     if data.input_shape != tuple(input_shape):
         raise DataError(
             f"--predict.source {path}: images of shape {data.input_shape} (C, H, W), but the model takes "
@@ -80,14 +86,16 @@ def predict_to_csv(
     Args:
         trainer: Drives the prediction (``trainer.predict``).
         model: The classifier (weights come from ``ckpt_path``).
-        datamodule: The data the model was trained on (conversion and standardisation come from it).
+        datamodule: The data the model was trained on (class names, conversion and standardisation come from it:
+            from the checkpoint's record when it was restored from one, so ``source`` needs no training data).
         ckpt_path: Checkpoint to predict with.
         output: CSV path (default ``predictions.csv`` in the run directory).
         source: Images to predict (default: the datamodule's test split).
     """
-    data = datamodule.dataset
-    names = list(data.class_names)
+    names = list(datamodule.class_names)
+    restored = getattr(datamodule, "restored", None)
     if source is None:
+        data = datamodule.dataset
         index = datamodule.indices("test")
         ids = [str(data.ids[i]) for i in index]
         labels = [names[int(data.labels[i])] for i in index]
@@ -95,14 +103,20 @@ def predict_to_csv(
         loader_images, loader_index = images, torch.as_tensor(np.array(index), dtype=torch.int64)
     else:
         ids, pixels, labels = read_images(
-            source, channels=datamodule.channels, image_size=datamodule.image_size, input_shape=data.input_shape
+            source,
+            channels=datamodule.channels,
+            image_size=datamodule.image_size,
+            input_shape=tuple(datamodule.input_shape),
+            cache_dir=datamodule.cache_dir,
         )
         pixels = pixels[:, None] if pixels.ndim == 3 else pixels.transpose(0, 3, 1, 2)
         loader_images = torch.from_numpy(np.ascontiguousarray(pixels))
         loader_index = torch.arange(len(ids))
     placeholder = torch.zeros(len(loader_images), dtype=torch.int64)
     sampler = EpochSampler(loader_index, sampling="sequential")
-    loader = BatchLoader(loader_images, placeholder, sampler, datamodule.eval_batch_size, datamodule.transform)
+    # the statistics the model was trained with; they equal the data's own when it is there (the split is checked)
+    transform = restored.transform if restored is not None else datamodule.transform
+    loader = BatchLoader(loader_images, placeholder, sampler, datamodule.eval_batch_size, transform)
     batches = secure_trainer(trainer).predict(model, dataloaders=loader, ckpt_path=ckpt_path)
     probs = torch.cat([torch.as_tensor(b).float().cpu() for b in batches or []]).numpy()
     path = Path(output) if output else run_dir(trainer) / "predictions.csv"

@@ -190,10 +190,10 @@ def restore(
     checkpoint = load_checkpoint(checkpoint_path, map_location="cpu" if map_location is None else map_location)
     saved = checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_KEY) or {}
     obj = cls(**{**{k: v for k, v in saved.items() if not str(k).startswith("_")}, **kwargs})
-    obj.on_load_checkpoint(checkpoint)
     if isinstance(obj, L.LightningModule):
+        obj.on_load_checkpoint(checkpoint)
         obj.load_state_dict(checkpoint["state_dict"], strict=strict is not False)
-    elif cls.__qualname__ in checkpoint:
+    elif checkpoint.get(cls.__qualname__):  # a DataModule's state_dict, as Lightning restores it
         obj.load_state_dict(checkpoint[cls.__qualname__])
     return obj
 

@@ -1,0 +1,36 @@
+"""Group codes of a dataset: the source's own, a user's CSV and duplicate clusters, merged into one code per image."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Literal
+
+import numpy as np
+
+from medmnist_lit.data.imageset import ImageSet
+from medmnist_lit.splits.groups import exact_duplicate_groups, merge_groups, read_group_csv
+
+__all__ = ["GroupBy", "with_groups"]
+
+GroupBy = Literal["duplicates", "near_duplicates"]
+
+
+def with_groups(data: ImageSet, groups: str | None, group_by: GroupBy | None) -> ImageSet:
+    """``data`` with group codes that keep together images sharing any group: the source's, ``groups``, duplicates.
+
+    Args:
+        data: The dataset (its ``groups``, if any, are kept).
+        groups: CSV mapping sample id to a group (subject, patient).
+        group_by: Also group exact duplicates (``duplicates``) or near-duplicates (``near_duplicates``).
+    """
+    sources: list[np.ndarray | None] = [data.groups]
+    if groups is not None:
+        sources.append(read_group_csv(groups, data.ids))
+    if group_by == "duplicates":
+        sources.append(exact_duplicate_groups(data.images))
+    elif group_by == "near_duplicates":
+        from medmnist_lit.splits.groups import near_duplicate_groups  # pulls in the thumbnail machinery
+
+        sources.append(near_duplicate_groups(data.images))
+    merged = merge_groups(*sources)
+    return data if merged is data.groups else replace(data, groups=merged)
