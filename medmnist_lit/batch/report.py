@@ -340,11 +340,13 @@ def write_tables(directory: str | Path, figures: Sequence[str] | None = None) ->
 
 
 def write_report(directory: str | Path) -> list[Path]:
-    """Tables and figures of a batch directory; returns the paths written."""
+    """Tables, figures and the TensorBoard HParams experiment of a batch directory; returns the paths written."""
     from medmnist_lit.batch.figures import write_figures
+    from medmnist_lit.batch.tensorboard import write_batch_experiment
 
     directory = Path(directory)
     batch, records = load(directory)
+    write_batch_experiment(directory, records)
     figures = write_figures(directory, batch, records)
     return [*write_tables(directory, [p.name for p in figures]), *figures]
 

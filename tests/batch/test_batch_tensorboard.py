@@ -30,7 +30,7 @@ runs:
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two optimizers, one seed, one epoch each on 100 digits, with the batch's experiment written."""
+    """Two optimizers, one seed, one epoch each on 100 digits: the batch writes its experiment itself."""
     root = tmp_path_factory.mktemp("batch")
     spec = root / "spec.yaml"
     spec.write_text(SPEC)
@@ -38,7 +38,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
         mp.setenv("MEDMNIST_LIT_CACHE", str(root / "cache"))
         assert main(["batch", str(spec), "--root", str(root / "logs")]) == 0
     directory = root / "logs" / "opt"
-    assert write_batch_experiment(directory, load(directory)[1]) is not None
+    assert len(list(directory.glob("*tfevents*"))) == 1  # the batch wrote its experiment (batch.report.write_report)
     return directory
 
 
