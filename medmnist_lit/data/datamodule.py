@@ -147,6 +147,7 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
         self._tensors: dict[tuple[str, torch.device], tuple[Tensor, Tensor]] = {}
         self._transforms: dict[int | None, PixelTransform] = {}
         self._stats: dict[int | None, PixelStats | None] = {}
+        self._digests: dict[str, Any] = {}
         self._fold: Fold | None = None  # set once: by with_fold, or on first use from data.fold
         #: The data record of the checkpoint this DataModule was restored from (``None``: not restored).
         self.restored: DataProvenance | None = None
@@ -172,15 +173,19 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
             self.restored.check_data(data, self.source, self.fingerprint)
         return with_groups(data, self.groups, self.group_by)
 
-    @cached_property
+    @property
     def fingerprint(self) -> str | None:
         """The source's fingerprint (see :mod:`~medmnist_lit.data.fingerprint`); ``None`` for the digits demo."""
-        return fingerprint_of(self.source)
+        if "fingerprint" not in self._digests:  # once for all DataModules of with_fold: a stat of every file
+            self._digests["fingerprint"] = fingerprint_of(self.source)
+        return self._digests["fingerprint"]
 
-    @cached_property
+    @property
     def split_digest(self) -> str:
         """:func:`~medmnist_lit.data.provenance.split_digest` of :attr:`split`: the split's identity."""
-        return split_digest(self.split, self.dataset.ids)
+        if "split" not in self._digests:
+            self._digests["split"] = split_digest(self.split, self.dataset.ids)
+        return self._digests["split"]
 
     @property
     def num_classes(self) -> int:
@@ -259,10 +264,11 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
         if fold.number is not None:
             hparams["fold"] = fold.number
         other = type(self)(**hparams)
-        for name in ("dataset", "split", "external", "fingerprint", "split_digest"):  # cached: shared
+        for name in ("dataset", "split", "external"):  # cached: shared, never recomputed
             if name in self.__dict__:
                 other.__dict__[name] = self.__dict__[name]
         other._tensors, other._transforms, other._stats = self._tensors, self._transforms, self._stats
+        other._digests = self._digests
         other._fold = fold
         return other
 
