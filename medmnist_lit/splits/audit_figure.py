@@ -6,6 +6,7 @@ of ``(i, j, r)`` index pairs works (:func:`leak_pairs_figure`).
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -32,18 +33,24 @@ _SIDES = {
 def report_pairs(report: Mapping[str, Any], ids: Sequence[Any]) -> list[Pair]:
     """The split's example pairs of an audit report (``report["split"]["examples"]``) as index pairs.
 
-    Near pairs come first (they are the ones a person should judge); exact copies have ``r = 1``.
+    Near pairs come first (they are the ones a person should judge), the relations (validation or test in
+    training, test in validation) taking turns; exact copies have ``r = 1``.
     """
     index = {str(x): i for i, x in enumerate(ids)}
     examples = (report.get("split") or {}).get("examples") or {}
     pairs: list[Pair] = []
     for kind in ("near", "exact"):
+        per_relation: list[list[Pair]] = []
         for relation, (side, other) in _SIDES.items():
+            mine: list[Pair] = []
             for example in (examples.get(relation) or {}).get(kind) or []:
                 a, b = (index.get(str(x)) for x in example["ids"][:2])
                 if a is not None and b is not None:
                     caption = f"{side} ↔ {other}, {'near copy' if kind == 'near' else 'exact copy'}"
-                    pairs.append((a, b, float(example.get("r", 1.0)), caption))
+                    mine.append((a, b, float(example.get("r", 1.0)), caption))
+            per_relation.append(mine)
+        # relations in turn, so that the first pairs drawn show each kind of leak
+        pairs.extend(p for row in itertools.zip_longest(*per_relation) for p in row if p is not None)
     return pairs
 
 

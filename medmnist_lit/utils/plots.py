@@ -125,17 +125,18 @@ def confusion_figure(
 
 
 def clipped_loss_limits(losses: Sequence[float] | np.ndarray) -> tuple[float, float]:
-    """y-limits showing where the loss falls: from its minimum to its highest value before the minimum.
+    """y-limits showing where the loss falls, not where it diverges.
 
-    The divergence at the largest learning rates (losses of 20 and more against 2 at the start) is left out, so
-    the useful region is not flattened.
+    From the minimum to the higher of the highest loss before the minimum (the descent) and the median loss (the
+    plateau, for a range test whose smoothed loss is lowest at its first step): the divergence at the largest
+    learning rates (losses of 20 and more against 2 at the start) is left above the axis.
     """
     values = np.asarray([v for v in losses if math.isfinite(v)], dtype=float)
     if not len(values):
         return 0.0, 1.0
     low = float(values.min())
-    high = float(values[: int(values.argmin()) + 1].max())
-    if high <= low:  # a flat start: show the whole curve
+    high = max(float(values[: int(values.argmin()) + 1].max()), float(np.median(values)))
+    if high <= low:  # a flat curve: show all of it
         high = float(values.max())
     pad = 0.08 * (high - low) if high > low else max(abs(low) * 0.05, 0.05)
     return low - pad, high + pad
@@ -179,14 +180,15 @@ def lr_find_figure(
             first = int(above[0])
             peak = np.nanmax(np.where(np.isfinite(y), y, np.nan)) if np.isfinite(y).any() else math.nan
             ax.annotate(
-                f"loss rises off the axis (to {peak:.3g})" if math.isfinite(peak) else "loss diverges",
+                f"off the axis: up to {peak:.3g} ↑" if math.isfinite(peak) else "off the axis: diverges ↑",
                 xy=(x[first], high),
-                xytext=(-8, -24),
+                xytext=(-6, -4),  # left of where the curve leaves the axis, under the top edge
                 textcoords="offset points",
                 ha="right",
+                va="top",
                 fontsize=9,
                 color="0.25",
-                arrowprops={"arrowstyle": "->", "color": "0.4"},
+                bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none", "alpha": 0.85},
             )
         if suggestion is not None and len(x):
             at = int(np.argmin(np.abs(np.log(x) - math.log(suggestion))))

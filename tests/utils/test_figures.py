@@ -166,7 +166,7 @@ def test_lr_find_clips_the_divergence_and_labels_the_suggestion(tmp_path: Path, 
     assert ax.get_xscale() == "log"
     assert low < loss.min() and 1.8 <= high < 3.0
     texts = [t.get_text() for t in ax.texts]
-    assert "suggested lr = 3.2e-3" in texts and any("off the axis (to 23)" in t for t in texts)
+    assert "suggested lr = 3.2e-3" in texts and "off the axis: up to 23 ↑" in texts
     assert fig.get_suptitle().startswith("lr/version_0")
     save_figure(fig, tmp_path / "lr_find.png")
     assert not quiet
