@@ -42,7 +42,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from medmnist_lit.callbacks import LRSchedulerCallback, ProgressBar
 from medmnist_lit.cv.folds import fresh_model, init_hparams
 from medmnist_lit.data.fold import Fold
-from medmnist_lit.model.classifier import Classifier, PlainAttributes
+from medmnist_lit.model.classifier import HISTORY_KEY, Classifier, PlainAttributes
 from medmnist_lit.model.heads import MLP, LogisticRegression, StackedHead
 from medmnist_lit.model.metrics import EpochMetrics
 from medmnist_lit.training.fit import RunResult, fold_result
@@ -260,8 +260,22 @@ class FoldParallelClassifier(PlainAttributes, L.LightningModule):
         return self.stacked.head_state(index, self.best_weights, self.best_biases)
 
 
-def _save_checkpoint(model: Classifier, path: Path, epoch: int, global_step: int, data: dict[str, Any]) -> None:
-    """A Lightning-format checkpoint (loadable with ``Classifier.load_from_checkpoint``), written atomically."""
+def _save_checkpoint(
+    model: Classifier,
+    path: Path,
+    epoch: int,
+    global_step: int,
+    data: dict[str, Any],
+    history: dict[str, list[float]],
+    data_state: dict[str, Any],
+    data_key: str,
+) -> None:
+    """A Lightning-format checkpoint (loadable with ``Classifier.load_from_checkpoint``), written atomically.
+
+    It holds what a sequential fold's checkpoint holds: the fold's history up to ``epoch`` (what
+    ``Classifier.on_save_checkpoint`` stores) and the DataModule's record under its class name (what Lightning
+    stores from ``LightningDataModule.state_dict``), so ``predict`` needs only the checkpoint.
+    """
     checkpoint = {
         "epoch": epoch,  # Lightning's 0-based counter, as ModelCheckpoint stores it
         "global_step": global_step,
@@ -269,6 +283,11 @@ def _save_checkpoint(model: Classifier, path: Path, epoch: int, global_step: int
         "state_dict": model.state_dict(),
         "hyper_parameters": init_hparams(model),
         "datamodule_hyper_parameters": data,
+        data_key: data_state,
+        HISTORY_KEY: {
+            "history": {key: [float(v) for v in values[: epoch + 1]] for key, values in history.items()},
+            "epoch": {key: min(epoch, len(values) - 1) for key, values in history.items() if values},
+        },
     }
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
@@ -302,10 +321,11 @@ def _finish_fold(
     data["fold"] = fold.number
     last = run.stacked.head_state(row, list(run.stacked.weights), list(run.stacked.biases))
     scorer.head.load_state_dict(last)
-    _save_checkpoint(scorer, directory / "checkpoints" / "last.ckpt", epochs - 1, steps, data)
+    state, key = datamodule.with_fold(fold).state_dict(), type(datamodule).__qualname__
+    _save_checkpoint(scorer, directory / "checkpoints" / "last.ckpt", epochs - 1, steps, data, history, state, key)
     scorer.head.load_state_dict(run.best_head_state(row))
     best_path = directory / "checkpoints" / f"best-epoch{best:03d}.ckpt"
-    _save_checkpoint(scorer, best_path, best - 1, steps, data)
+    _save_checkpoint(scorer, best_path, best - 1, steps, data, history, state, key)
     if checkpoint != "best":
         scorer.head.load_state_dict(last)
     return fold_result(

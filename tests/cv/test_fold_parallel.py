@@ -61,11 +61,24 @@ def _assert_same_folds(parallel: Any, sequential: Any) -> None:
             "best_epoch",
         ):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (fold, key)
-        weights = []
+        weights, checkpoints = [], []
         for run in (parallel, sequential):
             best = next((run.run_dir / f"fold_{fold}" / "checkpoints").glob("best-*.ckpt"))
-            weights.append(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
+            checkpoints.append(torch.load(best, map_location="cpu", weights_only=True))
+            weights.append(checkpoints[-1]["state_dict"])
         assert weights[0].keys() == weights[1].keys()
+        # the same self-contained record (classes, pixel statistics, split, source) and history up to the epoch
+        records = [c["MedMNISTDataModule"] for c in checkpoints]
+        assert records[0].keys() == records[1].keys()
+        for key in records[0]:
+            if key in ("mean", "std") and records[0][key] is not None:  # pixel statistics: float tolerance
+                assert records[0][key] == pytest.approx(records[1][key], rel=1e-5), (fold, key)
+            else:
+                assert records[0][key] == records[1][key], (fold, key)
+        histories = [c["medmnist_lit_history"]["history"] for c in checkpoints]
+        assert {"train/loss", "train/acc", "val/loss", "val/acc"} <= histories[0].keys() <= histories[1].keys()
+        for key in histories[0]:  # (the parallel engine keeps no per-class accuracies per epoch)
+            assert histories[0][key] == pytest.approx(histories[1][key], rel=1e-4, abs=1e-6), (fold, key)
         for key in weights[0]:
             torch.testing.assert_close(weights[0][key], weights[1][key], rtol=1e-4, atol=1e-5)
 
