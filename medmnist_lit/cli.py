@@ -267,7 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from medmnist_lit.utils.config_files import check_config_args
 
         check_config_args(rest)  # before the parsers, whose messages name neither the file nor the line
-        if command in HEAVY and not any(a.startswith(("-h", "--help", "--print_config")) for a in rest):
+        # not before output meant to be read whole: help, a printed config, a batch's dry-run plan
+        if command in HEAVY and not any(a.startswith(("-h", "--help", "--print_config", "--dry-run")) for a in rest):
             from medmnist_lit.utils.console import setup_console
 
             setup_console()  # importing torch and Lightning takes seconds: say so first
