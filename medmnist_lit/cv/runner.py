@@ -23,6 +23,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 
+from medmnist_lit.cv.figures import write_cv_figures
 from medmnist_lit.cv.fold_parallel import train_parallel, unsupported_reason
 from medmnist_lit.cv.folds import TrainerRecipe, fresh_model
 from medmnist_lit.cv.summary import (
@@ -38,6 +39,7 @@ from medmnist_lit.cv.tensorboard import write_cv_tensorboard
 from medmnist_lit.data.fold import Fold
 from medmnist_lit.training.fit import RunResult, audit_run, fit_and_test
 from medmnist_lit.training.hparams import trial_hparams
+from medmnist_lit.utils.figure_style import describe_run
 from medmnist_lit.utils.files import write_json
 
 log = logging.getLogger("medmnist_lit")
@@ -275,6 +277,8 @@ def run_cv_cli(cli: Any, options: CVOptions) -> CVResult:
     datamodule.save_split(run_dir / "split.npz")
     seed = int(cli.config.get("seed_everything") or 0)
     result = cross_validate(template, datamodule, recipe, run_dir, options, seed=seed)
+    subtitle = describe_run(template, datamodule, trainer_config.get("max_epochs"))
+    write_cv_figures(run_dir, result.histories, result.folds, result.summary, subtitle=subtitle)
     log.info(format_summary(result.summary))
     log.info("run dir: %s", run_dir)
     return result

@@ -42,7 +42,7 @@ def test_every_fold_has_its_own_directory(kfold_run: Path) -> None:
         assert any(p.name.startswith("events.out.tfevents") for p in directory.iterdir())
         checkpoints = list((directory / "checkpoints").iterdir())
         assert checkpoints and all(p.parent == directory / "checkpoints" for p in checkpoints)
-    for name in ("summary.json", "folds.csv", "oof.csv", "config.yaml", "split.npz"):
+    for name in ("summary.json", "folds.csv", "oof.csv", "config.yaml", "split.npz", "cv_curves.png", "cv_folds.png"):
         assert (kfold_run / name).exists(), name
     assert (kfold_run / "refit" / "metrics.json").exists()
     # folds are scored at their last epoch by default: choosing the epoch on the validation fold would bias it
