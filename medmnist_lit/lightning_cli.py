@@ -230,7 +230,10 @@ class TrainingCLI(LightningCLI):
         configured by the user keeps its own ``save_dir`` (Lightning's rule as well).
         """
         source = self.config.get("data.source")
-        if source and not self.parse_only:  # (without a source, the data module names the demo it loads)
+        if self.command == "predict" and self.config.get("predict.source"):
+            # the checkpoint holds what predicting needs: the training data is not read
+            log.info("data: %s (the images to predict)", self.config.get("predict.source"))
+        elif source and not self.parse_only:  # (without a source, the data module names the demo it loads)
             # loading, or a first decode of a big source, takes seconds: say what is happening before it starts
             log.info("data: %s (loading; a first use decodes it into the cache)", source)
         if self.command in EVALUATION and self._evaluation_logger():

@@ -83,3 +83,16 @@ def test_a_checkpoint_at_a_url_logs_nothing_and_predicts_here(served: str, tmp_p
     out = capsys.readouterr().out
     assert "logs: none (the checkpoint is a URL, so it has no run directory)" in out
     assert f"predictions go to {tmp_path / 'predictions.csv'}" in out
+
+
+def test_predicting_a_folder_names_it_as_the_data(run: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    from datagen import write_image
+
+    monkeypatch.chdir(tmp_path)
+    write_image(tmp_path / "new" / "scan.png", size=8)
+    out = tmp_path / "p.csv"
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    assert main(["predict", "--ckpt_path", ckpt, "--predict.source", "new", "--predict.output", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "data: new (the images to predict)" in lines  # not the training data, which predicting does not read
+    assert not any(line.startswith("data: ") and "new" not in line for line in lines)
