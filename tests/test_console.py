@@ -181,3 +181,24 @@ def _restore_logging() -> Any:
     handlers = list(log.handlers)
     yield
     log.handlers = handlers
+
+
+def test_lr_find_into_a_pipe_keeps_only_the_final_frame_of_lightnings_bar(tmp_path: Path) -> None:
+    source = make_image_folder(tmp_path / "data", {"a": 30, "b": 30})
+    args = ["lr-find", "--data.source", str(source), "--data.batch_size", "8", "--lr_find.num_training", "20"]
+    text = _command(args, tmp_path)
+    assert "\r" not in text  # Lightning's "Finding best initial lr" bar: its last state, once
+    assert sum("Finding best initial lr" in line for line in text.splitlines()) <= 1
+    assert "Suggested learning rate" in text or "No suggestion" in text
+
+
+def test_final_frames_only_passes_on_what_a_terminal_would_show(monkeypatch) -> None:
+    from medmnist_lit.utils.console import final_frames_only
+
+    buffer = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", buffer)
+    with final_frames_only():
+        sys.stderr.write("bar 1/3\rbar 2/3\rbar 3/3\n")
+        sys.stderr.write("a warning\n")
+        sys.stderr.write("\rtail 1\rtail 2")
+    assert buffer.getvalue() == "bar 3/3\na warning\ntail 2\n"

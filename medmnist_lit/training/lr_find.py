@@ -10,6 +10,7 @@ from typing import Any
 import lightning as L
 
 from medmnist_lit.callbacks.run_artifacts import run_dir, run_name
+from medmnist_lit.utils.console import final_frames_only
 from medmnist_lit.utils.figure_style import describe_run, save_figure
 from medmnist_lit.utils.plots import lr_find_figure, scientific
 
@@ -36,16 +37,17 @@ def find_lr(trainer: L.Trainer, model: L.LightningModule, datamodule: Any, optio
     """
     from lightning.pytorch.tuner import Tuner
 
-    finder = Tuner(trainer).lr_find(
-        model,
-        datamodule=datamodule,
-        min_lr=options.min_lr,
-        max_lr=options.max_lr,
-        num_training=options.num_training,
-        mode=options.mode,
-        early_stop_threshold=options.early_stop_threshold,
-        update_attr=False,  # the suggestion is reported, not applied: the optimizer config stays the source of truth
-    )
+    with final_frames_only():  # Lightning's finder draws its own tqdm bar, a frame per step in a log file
+        finder = Tuner(trainer).lr_find(
+            model,
+            datamodule=datamodule,
+            min_lr=options.min_lr,
+            max_lr=options.max_lr,
+            num_training=options.num_training,
+            mode=options.mode,
+            early_stop_threshold=options.early_stop_threshold,
+            update_attr=False,  # the suggestion is reported, not applied: the optimizer config is the source of truth
+        )
     if finder is None:
         raise ValueError("lr-find does not run with --trainer.fast_dev_run; drop it")
     suggestion = finder.suggestion()

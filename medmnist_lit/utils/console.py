@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Literal
 
-__all__ = ["ConsoleHandler", "above_progress_bars", "console_to", "setup_console"]
+__all__ = ["ConsoleHandler", "above_progress_bars", "console_to", "final_frames_only", "setup_console"]
 
 PACKAGE = "medmnist_lit"
 
@@ -106,3 +106,52 @@ def console_to(path: Path) -> Iterator[None]:
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
+
+
+class _FinalFrames:
+    """A text stream that passes on each line as a terminal would end up showing it (after its last carriage return)."""
+
+    def __init__(self, target: IO[str]) -> None:
+        self.target = target
+        self.pending = ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            shown = line.rsplit("\r", 1)[-1]
+            if shown.strip():
+                self.target.write(shown + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        shown = self.pending.rsplit("\r", 1)[-1]
+        if shown.strip():
+            self.target.write(shown + "\n")
+        self.pending = ""
+        self.target.flush()
+
+
+@contextlib.contextmanager
+def final_frames_only() -> Iterator[None]:
+    """Off a terminal, keep only the last frame of each carriage-return-redrawn line written to ``sys.stderr``.
+
+    For progress bars that a library draws with its own tqdm (Lightning's learning-rate finder): a log file gets
+    the bar's final state once instead of a frame per step. On a terminal nothing changes.
+    """
+    isatty = getattr(sys.stderr, "isatty", None)
+    if isatty is not None and isatty():
+        yield
+        return
+    stream = _FinalFrames(sys.stderr)
+    try:
+        with contextlib.redirect_stderr(stream):
+            yield
+    finally:
+        stream.close()
