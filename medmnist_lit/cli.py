@@ -184,9 +184,13 @@ def audit_command(args: Sequence[str]) -> int:
     parser = _data_parser("audit", "Leakage audit: duplicates within the data and across train/val/test.")
     parser.add_class_arguments(MedMNISTDataModule, "data")
     parser.add_argument("--output", type=str | None, default=None, help="Also write the report as JSON here.")
+    parser.add_argument(
+        "--figure", type=str | None, default=None, help="Also draw example leaked pairs side by side into this PNG."
+    )
     config = _parse(parser, args)
-    if config.output:
-        check_writable(config.output, "--output")  # before the audit, not after it
+    for option in ("output", "figure"):
+        if config[option]:
+            check_writable(config[option], f"--{option}")  # before the audit, not after it
     _setup_plain_logging()
     options = config.data.as_dict()
     options.pop("__path__", None)  # where `--data FILE.yaml` came from: not an option
@@ -198,6 +202,13 @@ def audit_command(args: Sequence[str]) -> int:
     if config.output:
         write_json(config.output, report)
         print(f"report: {config.output}")
+    if config.figure:
+        from medmnist_lit.splits.audit_figure import save_leak_pairs
+
+        if save_leak_pairs(config.figure, datamodule.dataset, report):
+            print(f"figure: {config.figure}")
+        else:
+            print(f"figure: none (no duplicate pairs across the split to show; {config.figure} not written)")
     return 0
 
 

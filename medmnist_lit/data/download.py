@@ -135,8 +135,15 @@ def _fetch(url: str, out: BinaryIO, timeout: float) -> None:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-            with tqdm(
-                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=FOLDER, file=sys.stderr, mininterval=0.5
+            with tqdm(  # disable=None: a bar on a terminal only, no frames in a log file
+                total=total,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=FOLDER,
+                file=sys.stderr,
+                mininterval=0.5,
+                disable=None,
             ) as bar:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)

@@ -51,3 +51,23 @@ def test_save_leak_pairs_draws_the_audit_reports_split_examples(tmp_path: Path) 
     assert save_leak_pairs(tmp_path / "pairs.png", data, report)
     assert (tmp_path / "pairs.png").stat().st_size > 1000
     assert not save_leak_pairs(tmp_path / "none.png", data, {"split": None})
+
+
+def test_audit_command_draws_the_pairs_it_reports(tmp_path: Path, monkeypatch, capsys) -> None:
+    import shutil
+
+    from datagen import make_image_folder
+
+    from medmnist_lit.cli import main
+
+    monkeypatch.setenv("MEDMNIST_LIT_CACHE", str(tmp_path / "cache"))
+    source = make_image_folder(tmp_path / "imgs", {"A": 20, "B": 20})
+    for k, path in enumerate(sorted((source / "A").iterdir())[:10]):  # ten exact copies: some land across the split
+        shutil.copy(path, source / "A" / f"copy{k}{path.suffix}")
+    figure = tmp_path / "pairs.png"
+    assert main(["audit", "--data.source", str(source), "--figure", str(figure)]) == 0
+    assert f"figure: {figure}" in capsys.readouterr().out
+    assert figure.stat().st_size > 1000
+    (tmp_path / "F").write_text("a file")
+    assert main(["audit", "--data.source", str(source), "--figure", str(tmp_path / "F" / "p.png")]) == 2
+    assert "choose another --figure" in capsys.readouterr().err
