@@ -167,10 +167,11 @@ def train_val_figure(groups: dict[str, list[dict[str, Any]]], name: str = "") ->
     ax = fig.subplots()
     for y, variant in enumerate(names):
         train, val = (_values(groups[variant], key) for key in ("train/acc", "val/acc"))
-        ax.plot([train.mean(), val.mean()], [y, y], color="0.65", linewidth=2.5, zorder=1)
-        for values, look in ((train, TRAIN), (val, VAL)):
+        # the two rows of a variant sit a little apart, so their error bars never hide each other
+        ax.plot([train.mean(), val.mean()], [y - 0.12, y + 0.12], color="0.65", linewidth=2.5, zorder=1)
+        for values, look, dy in ((train, TRAIN, -0.12), (val, VAL, 0.12)):
             marker = {k: v for k, v in look.items() if k != "linestyle"}
-            ax.errorbar(values.mean(), y, xerr=_spread(values), capsize=3, markersize=8, zorder=3, **marker)
+            ax.errorbar(values.mean(), y + dy, xerr=_spread(values), capsize=3, markersize=8, zorder=3, **marker)
     _variant_axis(ax, names)
     ax.set_xlabel("accuracy")
     ax.margins(x=0.1)
