@@ -12,7 +12,7 @@ import lightning as L
 from medmnist_lit.callbacks.run_artifacts import run_dir, run_name
 from medmnist_lit.utils.console import final_frames_only
 from medmnist_lit.utils.figure_style import describe_run, save_figure
-from medmnist_lit.utils.plots import lr_find_figure, scientific
+from medmnist_lit.utils.plots import lr_find_figure, scientific, smoothing_warmup
 
 __all__ = ["LRFindResult", "find_lr"]
 
@@ -33,7 +33,8 @@ def find_lr(trainer: L.Trainer, model: L.LightningModule, datamodule: Any, optio
     """Run Lightning's ``Tuner.lr_find`` and save the loss-versus-learning-rate plot with its suggestion.
 
     The plot (``lr_find.png`` in the run directory) is drawn here rather than by ``finder.plot``: its loss axis
-    leaves out the divergence at the largest rates, and the suggestion is labelled.
+    leaves out the divergence at the largest rates, the smoother's warm-up is shaded, and the suggestion (Lightning's
+    steepest descent, searched after the warm-up) is labelled.
     """
     from lightning.pytorch.tuner import Tuner
 
@@ -50,8 +51,11 @@ def find_lr(trainer: L.Trainer, model: L.LightningModule, datamodule: Any, optio
         )
     if finder is None:
         raise ValueError("lr-find does not run with --trainer.fast_dev_run; drop it")
-    suggestion = finder.suggestion()
     lrs, losses = [float(v) for v in finder.results["lr"]], [float(v) for v in finder.results["loss"]]
+    # Lightning's smoothed loss starts low and rises over its first steps whatever the rate (see
+    # utils.plots.smoothing_warmup); its steepest descent is looked for after that warm-up, when enough steps remain
+    warmup = smoothing_warmup(len(losses))
+    suggestion = finder.suggestion(skip_begin=warmup) if len(losses) > 3 * warmup else finder.suggestion()
     directory = run_dir(trainer)
     settings = describe_run(model, datamodule)
     steps = f"{len(lrs)} steps from {scientific(options.min_lr)} to {scientific(options.max_lr)} ({options.mode})"

@@ -142,6 +142,20 @@ def clipped_loss_limits(losses: Sequence[float] | np.ndarray) -> tuple[float, fl
     return low - pad, high + pad
 
 
+def smoothing_warmup(n: int, beta: float = 0.98, within: float = 0.97) -> int:
+    """How many of a range test's first steps show Lightning's smoothed loss still well below the real loss.
+
+    Lightning's ``_LRCallback`` divides its running average by ``1 - beta ** (global_step + 1)`` after the optimizer
+    step has already advanced ``global_step``, so step ``k`` (from 1) shows ``(1 - beta**k) / (1 - beta**(k + 1))``
+    of the loss: half at the first step, 97% only after ~25 (Lightning issue 14167). Those steps are the
+    smoother warming up, not the model: the curve rises there whatever the learning rate.
+    """
+    k = 1
+    while k < n and (1 - beta**k) / (1 - beta ** (k + 1)) < within:
+        k += 1
+    return min(k, n)
+
+
 def scientific(value: float) -> str:
     """``0.0032`` → ``3.2e-3``, ``1e-06`` → ``1e-6``, ``1.0`` → ``1``: two significant digits, short exponents."""
     mantissa, exponent = f"{value:.1e}".split("e")
@@ -171,9 +185,21 @@ def lr_find_figure(
     with style():
         fig = new_figure(WIDTH, 4.8)
         ax = fig.subplots()
+        warmup = smoothing_warmup(len(y)) if len(y) > 3 * smoothing_warmup(len(y)) else 0
         ax.plot(x, y, color=TRAIN["color"])
         ax.set_xscale("log")
-        low, high = clipped_loss_limits(y)
+        low, high = clipped_loss_limits(y[warmup:])  # the warm-up's low values would flatten the useful region
+        if warmup:
+            ax.axvspan(x[0], x[warmup - 1], color="0.93", zorder=0, linewidth=0)
+            ax.annotate(
+                f"first {warmup} steps: Lightning's smoothed\nloss starts low, whatever the rate",
+                xy=(x[0], 0.02),
+                xycoords=("data", "axes fraction"),
+                xytext=(4, 0),
+                textcoords="offset points",
+                fontsize=8,
+                color="0.35",
+            )
         ax.set_ylim(low, high)
         above = np.flatnonzero(~(y <= high))  # also NaN/inf: they are off the axis too
         if len(above):
@@ -197,8 +223,9 @@ def lr_find_figure(
             ax.annotate(
                 f"suggested lr = {scientific(suggestion)}",
                 xy=(x[at], y[at]),
-                xytext=(8, 10),
+                xytext=(8, -12),  # under the point: the top edge holds the note on the divergence
                 textcoords="offset points",
+                va="top",
                 fontsize=10,
                 color=VAL["color"],
                 weight="bold",

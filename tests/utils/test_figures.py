@@ -225,3 +225,18 @@ def test_a_fit_titles_its_figures_and_marks_the_scored_checkpoint(tmp_path: Path
     assert subtitles == ["logistic · SGD lr=0.05 · batch 16 · 3 epochs · holdout"]
     images = load_events(tmp_path / "logs" / "figs" / "v").Tags()["images"]
     assert {"val/confusion_matrix", "test/confusion_matrix"} <= set(images)
+
+
+def test_lr_find_shades_the_smoothers_warm_up_and_limits_the_axis_without_it() -> None:
+    from medmnist_lit.utils.plots import lr_find_figure, smoothing_warmup
+
+    assert smoothing_warmup(100) == 25 and smoothing_warmup(10) == 10
+    # Lightning's smoothed loss of a flat real loss of 2.0: low at first (bias-corrected one step late)
+    steps = np.arange(1, 101)
+    losses = 2.0 * (1 - 0.98**steps) / (1 - 0.98 ** (steps + 1))
+    losses[60:] -= np.linspace(0, 0.5, 40)  # then a real descent
+    lrs = np.logspace(-6, 0, 100)
+    ax = lr_find_figure(lrs, losses, None).axes[0]
+    low, _ = ax.get_ylim()
+    assert low > losses[0]  # the warm-up's low start does not set the axis
+    assert [p for p in ax.patches if p.get_x() == pytest.approx(lrs[0])]  # the shaded warm-up starts at the first rate
