@@ -316,6 +316,34 @@ def test_failed_run_is_recorded_and_rerun_only_with_retry(tmp_path: Path, capsys
     assert _records(batch)["fine__seed0"]["metrics"]["epochs"] == 2
 
 
+CRASHING = """
+name: crashing
+base:
+  trainer: {max_epochs: 1, enable_progress_bar: false}
+  data: {subset: 60, batch_size: 32}
+seeds: [0]
+runs:
+  - {name: first}
+  - {name: crash, trainer.callbacks: [{class_path: crashing.KillProcess}]}   # its worker process dies
+  - {name: last}
+"""
+
+
+def test_a_run_that_kills_its_worker_is_recorded_failed_and_the_batch_goes_on(tmp_path: Path) -> None:
+    from medmnist_lit.batch.worker import WORKER_DIED
+
+    spec = str(_spec(tmp_path, CRASHING))
+    assert main(["batch", spec, "--root", str(tmp_path / "logs"), "--workers", "2"]) == 1
+    records = _records(tmp_path / "logs" / "crashing")
+    assert {name: r["status"] for name, r in records.items()} == {
+        "first__seed0": "ok",
+        "crash__seed0": "failed",
+        "last__seed0": "ok",
+    }
+    assert records["crash__seed0"]["error"] == WORKER_DIED and records["crash__seed0"]["attempt"] == 1
+    assert [r["status"] for r in _rows(tmp_path / "logs" / "crashing" / "results.csv")] == ["ok", "failed", "ok"]
+
+
 def _write_run(directory: Path, run: dict, metrics: dict, config: dict, folds: list[dict] | None = None) -> None:
     (directory / run["name"]).mkdir(parents=True)
     record = {**run, "status": "ok", "metrics": metrics, "config": config, "seconds": 1.0, "attempt": 1}
