@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,10 +40,15 @@ from medmnist_lit.cv.tensorboard import write_cv_tensorboard
 from medmnist_lit.data.fold import Fold
 from medmnist_lit.training.fit import RunResult, audit_run, fit_and_test
 from medmnist_lit.training.hparams import trial_hparams
+from medmnist_lit.utils.console import process_rank
 from medmnist_lit.utils.figure_style import describe_run
 from medmnist_lit.utils.files import write_json
 
 log = logging.getLogger("medmnist_lit")
+
+#: How the first process of a data-parallel cv (``--trainer.strategy ddp``) hands its run directory to the others:
+#: Lightning's launcher starts them, when the first fold trains, with a copy of its environment.
+RUN_DIR_VARIABLE = "MEDMNIST_LIT_CV_RUN_DIR"
 
 
 @dataclass
@@ -162,7 +168,10 @@ def cross_validate(
     engine, reason = choose_engine(options, model, recipe)
     if engine == "sequential" and options.engine == "auto":
         log.info("folds train one after another: %s", reason)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # with several processes every one trains and scores every fold (the collectives must match); the first writes
+    writer = process_rank() == 0
+    if writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     histories: list[dict[str, list[float]]] = []
     oof = OutOfFold()
@@ -207,6 +216,9 @@ def cross_validate(
         "n_test": len(split.test),
         "seconds": time.perf_counter() - start,
     }
+    outcome = CVResult(run_dir, summary, rows, histories)
+    if not writer:
+        return outcome
     write_csv(run_dir / "folds.csv", rows)
     oof.write(run_dir / "oof.csv", data)
     write_json(run_dir / "summary.json", summary)
@@ -219,7 +231,7 @@ def cross_validate(
         cv=dataclasses.asdict(options),
     )
     write_cv_tensorboard(run_dir, histories, hparams, reported_scores(summary))
-    return CVResult(run_dir, summary, rows, histories)
+    return outcome
 
 
 def _refit(
@@ -258,11 +270,27 @@ def loo_guard(n_dev: int, limit: int) -> str:
     return line
 
 
+def shared_run_dir(trainer: L.Trainer) -> Path:
+    """The run root of a cv: the logger's directory, the same one in every process of a data-parallel run.
+
+    Each fold has its own Trainer, so there is no process group yet when the root is chosen: the first process
+    chooses it (the next free ``version_<n>``) and passes it on in :data:`RUN_DIR_VARIABLE`; a later process
+    would otherwise see that version taken and choose the next one.
+    """
+    inherited = os.environ.get(RUN_DIR_VARIABLE)
+    if inherited and process_rank() > 0:
+        return Path(inherited)
+    run_dir = Path(trainer.log_dir or trainer.default_root_dir)
+    if trainer.world_size > 1:
+        os.environ[RUN_DIR_VARIABLE] = str(run_dir)
+    return run_dir
+
+
 def run_cv_cli(cli: Any, options: CVOptions) -> CVResult:
     """``medmnist-lit cv`` on an instantiated :class:`~medmnist_lit.lightning_cli.TrainingCLI`."""
     datamodule, template, trainer = cli.datamodule, cli.model, cli.trainer
     split = datamodule.split
-    run_dir = Path(trainer.log_dir)
+    run_dir = shared_run_dir(trainer)
     trainer_config = cli.config_init.trainer.as_dict()
     recipe = TrainerRecipe(kwargs=trainer_config, callbacks=list(trainer_config.get("callbacks") or []))
     n_folds = split.n_folds if options.folds_to_run is None else len(options.folds_to_run)
@@ -271,12 +299,16 @@ def run_cv_cli(cli: Any, options: CVOptions) -> CVResult:
         log.info("%s (%s)", loo_guard(len(split.dev), options.loo_limit), engine)
     else:
         log.info("%s: %d folds (%s)", split.strategy, n_folds, engine)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    audit_run(datamodule, run_dir)
-    cli.parser.save(cli.config, run_dir / "config.yaml", skip_none=False, overwrite=True)
-    datamodule.save_split(run_dir / "split.npz")
+    writer = process_rank() == 0
+    if writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        audit_run(datamodule, run_dir)
+        cli.parser.save(cli.config, run_dir / "config.yaml", skip_none=False, overwrite=True)
+        datamodule.save_split(run_dir / "split.npz")
     seed = int(cli.config.get("seed_everything") or 0)
     result = cross_validate(template, datamodule, recipe, run_dir, options, seed=seed)
+    if not writer:
+        return result
     subtitle = describe_run(template, datamodule, trainer_config.get("max_epochs"))
     write_cv_figures(run_dir, result.histories, result.folds, result.summary, subtitle=subtitle)
     log.info(format_summary(result.summary))
