@@ -147,3 +147,33 @@ def test_ddp_cv_equals_one_device_fold_for_fold(runs: dict[str, Any]) -> None:
     out = runs["out"]["cv"]
     assert "several devices train data-parallel" in out  # the fold-parallel engine steps aside
     assert out.count("Fold 0,") == 1 and out.count("run dir:") == 1
+
+
+@pytest.mark.parametrize(
+    ("devices", "several"),
+    [(1, False), (2, True), ("1", False), ("2", True), ("0,1", True), ("[0]", False), ([0, 1], True), ("auto", False)],
+)
+def test_cv_engine_sees_several_devices_as_the_cli_passes_them(devices: Any, several: bool) -> None:
+    from medmnist_lit.cv.fold_parallel import several_devices
+
+    assert several_devices({"devices": devices, "accelerator": "cpu"}) is several
+
+
+def test_console_lines_come_from_the_first_process_only(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import logging
+
+    from medmnist_lit.utils.console import RANK_VARIABLES, setup_console
+
+    for key in RANK_VARIABLES:
+        monkeypatch.delenv(key, raising=False)
+    setup_console()
+    log = logging.getLogger("medmnist_lit")
+    monkeypatch.setenv("LOCAL_RANK", "1")  # what Lightning's launcher gives the second process
+    log.info("second process says")
+    log.error("second process fails")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    log.info("first process says")
+    out = capsys.readouterr().out
+    assert "second process says" not in out and "second process fails" in out and "first process says" in out
