@@ -177,3 +177,13 @@ def test_console_lines_come_from_the_first_process_only(
     log.info("first process says")
     out = capsys.readouterr().out
     assert "second process says" not in out and "second process fails" in out and "first process says" in out
+
+
+@pytest.mark.parametrize("strategy", ["ddp_spawn", "ddp_fork"])
+def test_strategies_that_train_in_child_processes_are_refused(
+    strategy: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["fit", "--trainer.strategy", strategy, "--trainer.devices", "2", "--trainer.accelerator", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"fit: error: trainer.strategy {strategy} trains in child processes" in err
+    assert "use --trainer.strategy ddp" in err and len(err.strip().splitlines()) == 1
