@@ -43,9 +43,16 @@ ONLY_LOOPBACK = 'ip link set lo up && test "$(ip -o link | cut -d: -f2 | tr -d "
 
 
 def _private_network() -> list[str]:
-    if os.geteuid() == 0 and shutil.which("unshare") and shutil.which("ip"):
-        return ["unshare", "--net", "sh", "-c", ONLY_LOOPBACK, "sh"]
-    return []
+    """The command prefix that runs a command in a new network namespace, where it may make one (root, as in CI).
+
+    Without one, traffic still stays on loopback (MASTER_ADDR, gloo on lo), but torch's rendezvous store listens on
+    every interface while the run lasts.
+    """
+    if os.geteuid() != 0 or not (shutil.which("unshare") and shutil.which("ip")):
+        return []
+    if subprocess.run(["unshare", "--net", "true"], capture_output=True, check=False).returncode != 0:
+        return []  # a container without the capability
+    return ["unshare", "--net", "sh", "-c", ONLY_LOOPBACK, "sh"]
 
 
 def _loopback_port() -> int:
