@@ -1,0 +1,172 @@
+"""``cv --cv.executor ray`` on a local Ray of 2 CPUs, loopback only: equal to local cv fold for fold, data put once."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from medmnist_lit.cli import main
+from medmnist_lit.cv.ray_folds import chunk_size
+from medmnist_lit.utils import ray_runtime
+from medmnist_lit.utils.ray_runtime import LOCAL_ENV
+
+os.environ.update(LOCAL_ENV)  # before Ray is imported: it reads them then (loopback only, no usage reports)
+ray = pytest.importorskip("ray")
+
+FAST = ["--trainer.max_epochs", "2", "--data.batch_size", "32", "--optimizer.lr", "0.05"]
+KFOLD = ["--data.split", "kfold", "--data.folds", "4", "--data.subset", "160"]
+LOO = ["--data.split", "loo", "--data.subset", "12", "--data.test_fraction", "0", "--trainer.max_epochs", "1"]
+LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|\[::1\]|\[::ffff:127\.\d+\.\d+\.\d+\]|\*|0\.0\.0\.0):(\d+|\*)$")
+
+
+def _descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            children = task / "children"
+            for child in children.read_text().split() if children.exists() else []:
+                if int(child) not in found:
+                    found.add(int(child))
+                    todo.append(int(child))
+    return found
+
+
+def _ray_sockets() -> list[tuple[str, str]]:
+    """(local, peer) of every TCP socket of the Ray processes this test process started (``ss``)."""
+    ours = _descendants(os.getpid())
+    out = subprocess.run(["ss", "-Htanp"], capture_output=True, text=True, check=True).stdout
+    lines = [line.split() for line in out.splitlines() if {int(p) for p in re.findall(r"pid=(\d+)", line)} & ours]
+    return [(fields[3], fields[4]) for fields in lines]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[None]:
+    """One local Ray for the module: 2 CPUs, bound to 127.0.0.1, no dashboard."""
+    saved = dict(os.environ)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+        _node_ip_address="127.0.0.1",
+    )
+    try:
+        assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
+        yield
+    finally:
+        ray.shutdown()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _cv(root: Path, name: str, *args: str) -> Path:
+    assert main(["cv", *FAST, "--trainer.logger.init_args.name", name, *args]) == 0
+    return root / "lightning_logs" / name / "version_0"
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _same(got: Any, want: Any, where: str) -> None:
+    if isinstance(want, dict):
+        assert sorted(got) == sorted(want), where
+        for key in want:
+            _same(got[key], want[key], f"{where}.{key}")
+    elif isinstance(want, list):
+        assert len(got) == len(want), where
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            _same(g, w, f"{where}[{i}]")
+    elif isinstance(want, float) or isinstance(got, float):
+        close = got == pytest.approx(want, rel=1e-5, abs=2e-6)  # oof.csv rounds to 6 decimals
+        assert (math.isnan(got) and math.isnan(want)) or close, where
+    else:
+        assert got == want, where
+
+
+def _number(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _files(directory: Path) -> list[str]:
+    """The files under ``directory`` but TensorBoard's (named by time and host)."""
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if "tfevents" not in p.name)
+
+
+def _assert_same_run(got: Path, want: Path) -> None:
+    """folds.csv, oof.csv, summary.json (all but timing and the executor) and the fold directories are the same."""
+    for name in ("folds.csv", "oof.csv"):
+        rows, expected = _rows(got / name), _rows(want / name)
+        skip = {"seconds"}
+        _same(
+            [{k: _number(v) for k, v in r.items() if k not in skip} for r in rows],
+            [{k: _number(v) for k, v in r.items() if k not in skip} for r in expected],
+            name,
+        )
+    summary, expected = (json.loads((p / "summary.json").read_text()) for p in (got, want))
+    assert summary["run"].pop("executor") == "ray" and expected["run"].pop("executor") == "local"
+    del summary["run"]["seconds"], expected["run"]["seconds"]
+    _same(summary, expected, "summary")
+    folds = sorted(p.name for p in want.glob("fold_*"))
+    assert folds and sorted(p.name for p in got.glob("fold_*")) == folds
+    for fold in folds:
+        assert _files(got / fold) == _files(want / fold), fold
+        assert list((got / fold).glob("events.out.tfevents.*")), fold
+        metrics, expected = (json.loads((p / fold / "metrics.json").read_text()) for p in (got, want))
+        del metrics["seconds"], expected["seconds"]
+        _same(metrics, expected, f"{fold}/metrics.json")
+    assert not list(got.glob(".ray-probe-*"))
+
+
+def test_kfold_on_ray_equals_local_fold_for_fold(cluster: None, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    local = _cv(tmp_path, "local", *KFOLD)
+    puts = ray_runtime.puts_made()
+    on_ray = _cv(tmp_path, "ray", *KFOLD, "--cv.executor", "ray", "--cv.chunk_size", "2")
+    assert ray_runtime.puts_made() == puts + 1  # the dataset went to the object store once, for both tasks
+    _assert_same_run(on_ray, local)
+    assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
+    sockets = _ray_sockets()
+    assert sockets, "no Ray sockets found"
+    outward = [s for s in sockets if not (LOOPBACK.match(s[0]) and LOOPBACK.match(s[1]))]
+    assert not outward, f"sockets beyond the loopback interface: {outward}"
+
+
+def test_loo_in_chunks_equals_local(cluster: None, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    local = _cv(tmp_path, "local", *LOO)
+    puts = ray_runtime.puts_made()
+    on_ray = _cv(tmp_path, "ray", *LOO, "--cv.executor", "ray", "--cv.chunk_size", "5")  # chunks of 5, 5 and 2
+    assert ray_runtime.puts_made() == puts + 1
+    _assert_same_run(on_ray, local)
+    assert json.loads((on_ray / "summary.json").read_text())["run"]["n_folds"] == 12
+
+
+def test_sequential_folds_on_ray_equal_local(cluster: None, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = [*KFOLD, "--cv.engine", "sequential", "--trainer.max_epochs", "1"]
+    local = _cv(tmp_path, "local", *args)
+    _assert_same_run(_cv(tmp_path, "ray", *args, "--cv.executor", "ray"), local)
+
+
+def test_chunk_size_from_resources() -> None:
+    assert chunk_size(5000, per_pass=10_000, slots=2) == 2500  # one pass per CPU
+    assert chunk_size(5000, per_pass=1000, slots=2) == 1000  # no more than one pass holds
+    assert chunk_size(3, per_pass=10, slots=8) == 1
+    assert chunk_size(3, per_pass=10, slots=8, override=2) == 2
+    with pytest.raises(ValueError, match=r"cv\.chunk_size must be at least 1"):
+        chunk_size(3, per_pass=10, slots=2, override=0)
