@@ -8,7 +8,9 @@ import logging
 import math
 import os
 import re
+import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,7 +52,7 @@ def _ray_sockets() -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[None]:
+def cluster() -> Iterator[str]:
     """One local Ray for the module: 2 CPUs, bound to 127.0.0.1, no dashboard."""
     saved = dict(os.environ)
     ray.init(
@@ -62,7 +64,7 @@ def cluster() -> Iterator[None]:
     )
     try:
         assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
-        yield
+        yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
         os.environ.clear()
@@ -132,7 +134,7 @@ def _assert_same_run(got: Path, want: Path) -> None:
     assert not list(got.glob(".ray-probe-*"))
 
 
-def test_kfold_on_ray_equals_local_fold_for_fold(cluster: None, tmp_path: Path, monkeypatch) -> None:
+def test_kfold_on_ray_equals_local_fold_for_fold(cluster: str, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     local = _cv(tmp_path, "local", *KFOLD)
     puts = ray_runtime.puts_made()
@@ -146,7 +148,7 @@ def test_kfold_on_ray_equals_local_fold_for_fold(cluster: None, tmp_path: Path, 
     assert not outward, f"sockets beyond the loopback interface: {outward}"
 
 
-def test_loo_in_chunks_equals_local(cluster: None, tmp_path: Path, monkeypatch) -> None:
+def test_loo_in_chunks_equals_local(cluster: str, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     local = _cv(tmp_path, "local", *LOO)
     puts = ray_runtime.puts_made()
@@ -156,7 +158,7 @@ def test_loo_in_chunks_equals_local(cluster: None, tmp_path: Path, monkeypatch) 
     assert json.loads((on_ray / "summary.json").read_text())["run"]["n_folds"] == 12
 
 
-def test_sequential_folds_on_ray_equal_local(cluster: None, tmp_path: Path, monkeypatch) -> None:
+def test_sequential_folds_on_ray_equal_local(cluster: str, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     args = [*KFOLD, "--cv.engine", "sequential", "--trainer.max_epochs", "1"]
     local = _cv(tmp_path, "local", *args)
@@ -170,3 +172,21 @@ def test_chunk_size_from_resources() -> None:
     assert chunk_size(3, per_pass=10, slots=8, override=2) == 2
     with pytest.raises(ValueError, match=r"cv\.chunk_size must be at least 1"):
         chunk_size(3, per_pass=10, slots=2, override=0)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="mounts a private tmpfs (root)")
+def test_a_run_root_the_workers_cannot_see_fails_in_one_line(cluster: str, tmp_path: Path) -> None:
+    # the driver's run root is a tmpfs mounted in its own mount namespace only: the Ray workers see another folder
+    root = tmp_path / "private"
+    root.mkdir()
+    cv = [sys.executable, "-m", "medmnist_lit", "cv", *FAST, *KFOLD, "--cv.executor", "ray"]
+    script = 'mount -t tmpfs tmpfs "$0" && cd "$0" && exec "$@"'
+    command = ["unshare", "-m", "sh", "-c", script, str(root), *cv, "--cv.ray_address", cluster]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    if "unshare failed" in done.stderr or "mount: " in done.stderr:
+        pytest.skip(f"no private mount here: {done.stderr.strip()}")
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert done.returncode == 2 and len(errors) == 1, done.stderr
+    assert errors[0].startswith("medmnist-lit cv: error: the Ray node 127.0.0.1 cannot use the run root "), errors
+    assert "lightning_logs" in errors[0] and "--trainer.logger.init_args.save_dir" in errors[0], errors
+    assert not list(root.rglob("*")), "the workers wrote nothing where the driver could not see it"
