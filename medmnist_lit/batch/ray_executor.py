@@ -66,6 +66,7 @@ def connect(options: RayOptions) -> bool:
         if outward:  # Ray was imported before LOCAL_ENV was set (the Python API after an `import ray`)
             log.warning("the local Ray listens on %s too; set %s before importing ray", outward, LOCAL_ENV)
     else:
+        _check_reachable(options.address)
         try:
             ray.init(address=options.address, log_to_driver=False, logging_level=logging.WARNING)
         except ConnectionError as err:
@@ -79,6 +80,21 @@ def connect(options: RayOptions) -> bool:
         resources.get("GPU", 0),
     )
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """A ``host:port`` nobody listens on fails here at once; Ray itself would retry for minutes."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:  # auto, ray://...: left to Ray
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as err:
+        raise ValueError(
+            f"--ray.address {address}: no Ray cluster there ({err}); start one with `ray start --head`"
+        ) from None
 
 
 def _remote_execute(task: Task) -> dict[str, Any]:
@@ -101,8 +117,8 @@ def run_on_ray(tasks: list[Task], options: RayOptions, on_done: Callable[[dict[s
     Raises:
         ValueError: Ray is not installed, the address has no cluster, or no node has the resources a run needs.
     """
+    started = connect(options)  # first: it sets what Ray reads when imported
     ray = import_ray()
-    started = connect(options)
     try:
         capacity = ray.cluster_resources()
         for kind, need in (("CPU", options.cpus_per_run), ("GPU", options.gpus_per_run)):
@@ -128,8 +144,11 @@ def run_on_ray(tasks: list[Task], options: RayOptions, on_done: Callable[[dict[s
                         record = task.failure(_reason(err))
                     on_done(record)
         finally:
-            for ref in pending:  # Ctrl-C (or on_done failing): nothing left running for this batch
-                ray.cancel(ref, force=True)
+            # Ctrl-C (or on_done failing): nothing may go on running. Disconnecting ends this driver's job and Ray
+            # kills its tasks; a connection that stays (the Python API's own Ray) cancels them. Not force=True:
+            # Ray 2.60 can abort the driver when a force-cancelled task completes at the same time.
+            for ref in pending if not started else ():
+                ray.cancel(ref)
     finally:
         if started:  # stops a local Ray; leaves a joined cluster running
             ray.shutdown()

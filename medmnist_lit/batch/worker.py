@@ -4,11 +4,12 @@ A run directory is wiped before its run starts, so a restarted run is identical 
 job returns its record (status, metrics, curves, wall time, error) and the batch process alone writes it to
 ``record.json`` (atomically), so a run is either recorded completely or not at all, whichever executor ran it.
 
-``--workers N`` runs on the standard library's :class:`~concurrent.futures.ProcessPoolExecutor`: spawned
-processes, a fresh one per run (``max_tasks_per_child=1``, Python ≥ 3.11), which die with the batch process
-(``PR_SET_PDEATHSIG`` on Linux, a parent watcher elsewhere). A worker that dies mid-run breaks the pool: the
-runs it took down with it are tried again, one at a time, and a run that kills its worker alone is recorded as
-failed, so one run's crash does not stop the batch.
+``--workers N`` runs on the standard library's :class:`~concurrent.futures.ProcessPoolExecutor`: N spawned
+processes that import torch and Lightning once (a fresh process per run costs that import, 3–8 s, every run),
+take one GPU each when there are GPUs, and die with the batch process (``PR_SET_PDEATHSIG`` on Linux, a parent
+watcher elsewhere). A worker that dies mid-run breaks the pool: the runs it took down with it are tried again,
+one at a time, and a run that kills its worker alone is recorded as failed, so one run's crash does not stop
+the batch.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import logging
 import multiprocessing as mp
 import os
 import signal
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -72,25 +72,22 @@ def execute(task: Task) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------- workers
-def _init_worker(parent_pid: int, threads: int) -> None:
-    """Initializer of every worker process: die with the batch, leave Ctrl-C to it, share the cores."""
+def _init_worker(parent_pid: int, threads: int, gpus: Any) -> None:
+    """Initializer of every worker process: die with the batch, its GPU and threads, torch and Lightning once."""
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the batch process's to handle; it stops us
+    gpu = gpus.get() if gpus is not None else None  # one id per worker, handed out by the batch process
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before torch is imported
     os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
-
-
-def _work(task: Task, gpu: str | None) -> dict[str, Any]:
-    """Body of one run in a worker: its GPU (before torch is imported), threads, console, then the run."""
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     import torch
 
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    torch.set_num_threads(threads)
+    import medmnist_lit.lightning_cli  # noqa: F401  (torch, Lightning and jsonargparse once, for every run)
     from medmnist_lit.utils.console import setup_console
 
     setup_console()
-    return execute(task)
 
 
 def _cores() -> int:
@@ -107,10 +104,14 @@ def _gpus() -> list[str]:
     return ids or [str(i) for i in range(torch.cuda.device_count())]
 
 
-def _executor(workers: int, threads: int) -> cf.ProcessPoolExecutor:
+def _executor(workers: int, threads: int, gpus: list[str]) -> cf.ProcessPoolExecutor:
     ctx = mp.get_context("spawn")  # fork after torch is imported is unsafe (threads, CUDA)
-    extra: dict[str, Any] = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}
-    return cf.ProcessPoolExecutor(workers, ctx, _init_worker, (os.getpid(), threads), **extra)
+    ids = None
+    if gpus:
+        ids = ctx.Queue()
+        for worker in range(workers):
+            ids.put(gpus[worker % len(gpus)])
+    return cf.ProcessPoolExecutor(workers, ctx, _init_worker, (os.getpid(), threads, ids))
 
 
 def _stop(executor: cf.ProcessPoolExecutor) -> None:
@@ -123,29 +124,26 @@ def _stop(executor: cf.ProcessPoolExecutor) -> None:
 def run_pool(tasks: list[Task], workers: int, on_done: Callable[[dict[str, Any]], None]) -> None:
     """Run ``tasks`` on ``workers`` processes at once; ``on_done(record)`` as each finishes.
 
-    At most ``workers`` runs are submitted at a time, each with a GPU of its own when there are GPUs. A worker
-    that dies breaks the pool and takes the other runs in flight with it: they are retried one at a time, and
-    a run whose worker died while it ran alone is recorded as failed.
+    At most ``workers`` runs are submitted at a time, so the runs in flight are known. A worker that dies breaks
+    the pool and takes the other runs in flight with it: they are retried one at a time, and a run whose worker
+    died while it ran alone is recorded as failed.
     """
     gpus, threads = _gpus(), max(1, _cores() // workers)
     if gpus and workers > len(gpus):
         log.warning("%d workers share %d GPU(s)", workers, len(gpus))
     queue = list(reversed(tasks))  # pop() takes the spec's order
     retry: list[Task] = []  # runs a dying worker took down: tried again one at a time
-    slots = [gpus[i % len(gpus)] if gpus else None for i in range(workers)]
-    running: dict[cf.Future[dict[str, Any]], tuple[Task, str | None]] = {}
-    executor = _executor(workers, threads)
+    running: dict[cf.Future[dict[str, Any]], Task] = {}
+    executor = _executor(workers, threads, gpus)
 
     def submit(task: Task) -> None:
-        slot = slots.pop()
-        running[executor.submit(_work, task, slot)] = (task, slot)
+        running[executor.submit(execute, task)] = task
 
     def collect(futures: set[cf.Future[dict[str, Any]]]) -> list[Task]:
         """Report finished runs; those the broken pool took down are returned."""
         broken = []
         for future in futures:
-            task, slot = running.pop(future)
-            slots.append(slot)
+            task = running.pop(future)
             error = future.exception()
             if isinstance(error, cf.process.BrokenProcessPool):
                 broken.append(task)
@@ -170,7 +168,7 @@ def run_pool(tasks: list[Task], workers: int, on_done: Callable[[dict[str, Any]]
                 else:
                     retry.extend(reversed(broken))
                 executor.shutdown(wait=True)
-                executor = _executor(workers, threads)
+                executor = _executor(workers, threads, gpus)
     except BaseException:  # Ctrl-C, or on_done failing: nothing may keep running
         _stop(executor)
         raise

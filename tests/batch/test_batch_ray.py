@@ -117,15 +117,14 @@ def _assert_same_results(got: Path, want: Path) -> None:
 
 
 def _tasks() -> list[int]:
-    """Pids of Ray workers running one of our runs now."""
+    """Pids of this module's Ray workers running one of our runs now."""
     pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if (proc / "cmdline").read_bytes().startswith(TASK.encode()):
-                    pids.append(int(proc.name))
-            except OSError:
-                continue
+    for pid in _descendants(os.getpid()):  # the module's Ray runs under this process
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(TASK.encode()):
+                pids.append(pid)
+        except OSError:
+            continue
     return pids
 
 
