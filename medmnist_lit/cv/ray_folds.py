@@ -37,6 +37,7 @@ __all__ = ["ChunkJob", "LoadedData", "chunk_size", "loaded_data", "train_on_ray"
 Engine = Callable[..., Iterator[tuple[Fold, RunResult]]]
 
 ADDRESS_FLAG = "--cv.ray_address"
+EXECUTOR_FLAG = "--cv.executor ray"
 SHARED_ROOT_REMEDY = (
     "put the run on a filesystem every node mounts (--trainer.logger.init_args.save_dir), or use --cv.executor local"
 )
@@ -122,8 +123,8 @@ def train_on_ray(
         ValueError: Ray is missing or unreachable, or no node has the resources a chunk needs.
         OSError: A node cannot see or write the run root.
     """
-    started = connect(options, ADDRESS_FLAG)  # first: it sets what Ray reads when imported
-    ray = import_ray("cv.executor ray")
+    started = connect(options, ADDRESS_FLAG, EXECUTOR_FLAG)  # first: it sets what Ray reads when imported
+    ray = import_ray(EXECUTOR_FLAG)
     pending: dict[Any, int] = {}
     try:
         capacity = ray.cluster_resources()

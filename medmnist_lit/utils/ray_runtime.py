@@ -51,18 +51,19 @@ def import_ray(flag: str = "--executor ray") -> Any:
     return ray
 
 
-def connect(options: RayOptions, flag: str = "--ray.address") -> bool:
+def connect(options: RayOptions, flag: str = "--ray.address", executor: str = "--executor ray") -> bool:
     """Join ``options.address``, or start a local Ray; False when this process was already connected.
 
     Args:
         options: The address (and resources, checked by the caller).
         flag: The option naming the address, for error lines.
+        executor: The option that asked for Ray, for the error line when Ray is not installed.
     """
     local = options.address is None or options.address.rpartition(":")[0] in ("127.0.0.1", "localhost")
     if local:  # before Ray is imported (it reads them then), and inherited by the Ray processes started here
         os.environ.update(LOCAL_ENV)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray = import_ray()
+    ray = import_ray(executor)
     if ray.is_initialized():
         return False
     if options.address is None:

@@ -190,3 +190,13 @@ def test_a_run_root_the_workers_cannot_see_fails_in_one_line(cluster: str, tmp_p
     assert errors[0].startswith("medmnist-lit cv: error: the Ray node 127.0.0.1 cannot use the run root "), errors
     assert "lightning_logs" in errors[0] and "--trainer.logger.init_args.save_dir" in errors[0], errors
     assert not list(root.rglob("*")), "the workers wrote nothing where the driver could not see it"
+
+
+def test_without_ray_installed_the_error_says_how_to_install_it(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as it does where Ray is not installed
+    assert main(["cv", *FAST, *KFOLD, "--cv.executor", "ray"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1, errors
+    wanted = "medmnist-lit cv: error: --cv.executor ray needs Ray: pip install 'medmnist-lit[ray]' (or pip install ray)"
+    assert errors[0].startswith(wanted), errors
