@@ -200,3 +200,21 @@ def test_without_ray_installed_the_error_says_how_to_install_it(tmp_path: Path, 
     assert len(errors) == 1, errors
     wanted = "medmnist-lit cv: error: --cv.executor ray needs Ray: pip install 'medmnist-lit[ray]' (or pip install ray)"
     assert errors[0].startswith(wanted), errors
+
+
+def test_tasks_map_the_put_dataset_without_a_copy(cluster: str) -> None:
+    # a task given the put dataset's reference reads the object store's read-only shared memory (no copy), and a
+    # DataModule around the loaded data serves what the original serves
+    from medmnist_lit.cv.ray_folds import loaded_data
+    from medmnist_lit.data.datamodule import MedMNISTDataModule
+
+    def images_in_task(data: Any) -> tuple[bool, int]:  # local: sent by value (the workers cannot import tests)
+        images = data.dataset.images
+        return images.flags.writeable, int(images.sum())
+
+    datamodule = MedMNISTDataModule(split="kfold", folds=2, subset=100)
+    ref = ray_runtime.put(loaded_data(datamodule))
+    writeable, total = ray.get(ray.remote(images_in_task).remote(ref))
+    assert not writeable and total == int(datamodule.dataset.images.sum())
+    served = MedMNISTDataModule.around(ray.get(ref).dataset, dict(datamodule.hparams), split=datamodule.split)
+    assert served.split is datamodule.split and served.tensors()[0].equal(datamodule.tensors()[0])
