@@ -177,12 +177,10 @@ def test_shipped_specs_pass_dry_run(name: str, tmp_path: Path, capsys: pytest.Ca
 
 
 # -------------------------------------------------------------------------------------- running batches
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped optimizers spec run uninterrupted, in this process, on tiny data."""
-    root = tmp_path_factory.mktemp("reference")
-    assert main(["batch", *OPTIMIZERS, "--root", str(root)]) == 0
-    return root / "optimizers"
+@pytest.fixture
+def reference(optimizers_reference: Path) -> Path:
+    """The shipped optimizers spec run uninterrupted, in this process, on tiny data (tests/batch/conftest.py)."""
+    return optimizers_reference
 
 
 def test_batch_writes_records_tables_and_figures(reference: Path) -> None:
