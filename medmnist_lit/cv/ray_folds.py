@@ -172,7 +172,10 @@ def train_on_ray(
                     yield by_number[number], result
                 following += 1
     finally:
-        for ref in pending:  # Ctrl-C or an error: nothing left running for this cv
-            ray.cancel(ref, force=True)
+        # Ctrl-C or an error: nothing may go on running. Disconnecting ends this driver's job and Ray kills its
+        # tasks; a connection that stays (the Python API's own Ray) cancels them. Not force=True: Ray 2.60 can
+        # abort the driver when a force-cancelled task completes at the same time.
+        for ref in pending if not started else ():
+            ray.cancel(ref)
         if started:  # stops a local Ray; leaves a joined cluster running
             ray.shutdown()
