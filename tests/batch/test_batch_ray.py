@@ -153,13 +153,24 @@ def test_batch_on_ray_equals_the_local_executor(cluster: str, local: Path, tmp_p
 
 
 def test_a_killed_ray_worker_is_retried_and_every_run_recorded_once(cluster: str, local: Path, tmp_path: Path) -> None:
-    status: list[int] = []
-    batch = threading.Thread(
-        target=lambda: status.append(main(["batch", *OPTIMIZERS, "--root", str(tmp_path), "--executor", "ray"]))
+    killed, status = _kill_a_worker_mid_run(
+        lambda: main(["batch", *OPTIMIZERS, "--root", str(tmp_path), "--executor", "ray"])
     )
+    assert killed is not None, "no Ray worker was caught mid-run"
+    assert status == [0]
+    records = _records(tmp_path / "optimizers")
+    assert sorted(records) == RUNS and all(r["status"] == "ok" for r in records.values())
+    assert records[killed]["attempt"] == 1  # Ray's retry is the same attempt of the batch
+    _assert_same_results(tmp_path / "optimizers", local)
+
+
+def _kill_a_worker_mid_run(target, deadline: float = 120) -> tuple[str | None, list[int]]:
+    """Run ``target`` (a batch) in a thread; SIGKILL the first Ray worker caught mid-run. (run name, exit statuses)"""
+    status: list[int] = []
+    batch = threading.Thread(target=lambda: status.append(target()))
     batch.start()
-    killed, deadline = None, time.monotonic() + 120
-    while killed is None and batch.is_alive() and time.monotonic() < deadline:
+    killed, end = None, time.monotonic() + deadline
+    while killed is None and batch.is_alive() and time.monotonic() < end:
         for pid in _tasks():
             name = _run_dir_of(pid)  # mid-run: its console.log is open
             if name is not None:
@@ -168,12 +179,17 @@ def test_a_killed_ray_worker_is_retried_and_every_run_recorded_once(cluster: str
                 break
         time.sleep(0.02)
     batch.join(timeout=300)
-    assert killed is not None, "no Ray worker was caught mid-run"
-    assert status == [0]
-    records = _records(tmp_path / "optimizers")
-    assert sorted(records) == RUNS and all(r["status"] == "ok" for r in records.values())
-    assert records[killed]["attempt"] == 1  # Ray's retry is the same attempt of the batch
-    _assert_same_results(tmp_path / "optimizers", local)
+    return killed, status
+
+
+def test_a_run_whose_worker_dies_more_often_than_retried_is_recorded_failed(cluster: str, tmp_path: Path) -> None:
+    spec = tmp_path / "one.yaml"
+    spec.write_text("name: one\nseeds: [0]\nbase: {data: {subset: 100}, trainer: {max_epochs: 3}}\n")
+    command = ["batch", str(spec), "--root", str(tmp_path), "--executor", "ray", "--ray.max_retries", "0"]
+    killed, status = _kill_a_worker_mid_run(lambda: main(command))
+    assert killed == "base__seed0" and status == [1]
+    record = json.loads((tmp_path / "one" / killed / "record.json").read_text())
+    assert record["status"] == "failed" and record["error"].startswith("Ray task failed (WorkerCrashedError)")
 
 
 def test_sigkill_of_the_driver_then_the_same_command_resumes(cluster: str, local: Path, tmp_path: Path) -> None:
