@@ -56,6 +56,7 @@ def cluster() -> Iterator[str]:
     """One local Ray for the module: 2 CPUs, bound to 127.0.0.1, no dashboard."""
     saved = dict(os.environ)
     ray.init(
+        address="local",  # our own, not one another test started with `ray start`
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
