@@ -143,6 +143,8 @@ def test_kfold_on_ray_equals_local_fold_for_fold(cluster: str, tmp_path: Path, m
     assert ray_runtime.puts_made() == puts + 1  # the dataset went to the object store once, for both tasks
     _assert_same_run(on_ray, local)
     assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
+    if not shutil.which("ss"):  # iproute2 missing: the node addresses above are what can be checked
+        return
     sockets = _ray_sockets()
     assert sockets, "no Ray sockets found"
     outward = [s for s in sockets if not (LOOPBACK.match(s[0]) and LOOPBACK.match(s[1]))]
