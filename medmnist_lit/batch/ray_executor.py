@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -70,7 +71,8 @@ def connect(options: RayOptions) -> bool:
         try:
             ray.init(address=options.address, log_to_driver=False, logging_level=logging.WARNING)
         except ConnectionError as err:
-            raise ValueError(f"--ray.address {options.address}: no Ray cluster there ({err})") from None
+            auth = "" if os.environ.get("RAY_AUTH_MODE") else "; with token authentication set RAY_AUTH_MODE=token"
+            raise ValueError(f"--ray.address {options.address}: could not join ({err}){auth}") from None
     resources = ray.cluster_resources()
     log.info(
         "Ray %s: %d node(s), %g CPU(s), %g GPU(s)",
@@ -106,9 +108,13 @@ def _remote_execute(task: Task) -> dict[str, Any]:
     return execute(task)
 
 
-def _reason(err: BaseException) -> str:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return f"Ray task failed ({type(err).__name__}): {first or 'no reason given'}"
+def _failure(task: Task, err: BaseException) -> dict[str, Any]:
+    """The record of a run Ray gave up on: the reason (the last line of Ray's text) and all of Ray's text."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # Ray colours the task's name
+    last = text.splitlines()[-1].strip() if text else "no reason given"
+    record = task.failure(f"Ray task failed ({type(err).__name__}): {last}")
+    record["traceback"] = text
+    return record
 
 
 def run_on_ray(tasks: list[Task], options: RayOptions, on_done: Callable[[dict[str, Any]], None]) -> None:
@@ -140,8 +146,7 @@ def run_on_ray(tasks: list[Task], options: RayOptions, on_done: Callable[[dict[s
                     try:
                         record = ray.get(ref)
                     except ray.exceptions.RayError as err:  # retries used up, or the task could not run at all
-                        log.warning("%s: %s", task.run.name, _reason(err))
-                        record = task.failure(_reason(err))
+                        record = _failure(task, err)
                     on_done(record)
         finally:
             # Ctrl-C (or on_done failing): nothing may go on running. Disconnecting ends this driver's job and Ray
