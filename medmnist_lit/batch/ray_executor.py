@@ -62,7 +62,8 @@ def connect(options: RayOptions) -> bool:
     if ray.is_initialized():
         return False
     if options.address is None:
-        ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        # "local": a new Ray of its own, even where `ray start` left a cluster (or its address file) behind
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         outward = sorted({n["NodeManagerAddress"] for n in ray.nodes()} - {"127.0.0.1"})
         if outward:  # Ray was imported before LOCAL_ENV was set (the Python API after an `import ray`)
             log.warning("the local Ray listens on %s too; set %s before importing ray", outward, LOCAL_ENV)

@@ -84,7 +84,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     os.environ.update(LOCAL_ENV)
     # the workers inherit the environment now: the test cache (conftest sets it per test, after this)
     os.environ["MEDMNIST_LIT_CACHE"] = str(tmp_path_factory.getbasetemp() / "cache")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     try:
         _assert_loopback_only()
         yield ray.get_runtime_context().gcs_address
@@ -194,7 +194,7 @@ def test_a_run_whose_worker_dies_more_often_than_retried_is_recorded_failed(clus
 
 def test_sigkill_of_the_driver_then_the_same_command_resumes(cluster: str, local: Path, tmp_path: Path) -> None:
     command = [sys.executable, "-m", "medmnist_lit", "batch", *OPTIMIZERS, "--root", str(tmp_path)]
-    command += ["--executor", "ray", "--ray.address", cluster]
+    command += ["--executor", "ray", "--ray.address", cluster]  # RAY_AUTH_MODE=token: ray.init set it here
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     batch = tmp_path / "optimizers"
     deadline = time.monotonic() + 120
