@@ -14,90 +14,18 @@ import logging
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from medmnist_lit.batch.worker import Task, execute
+from medmnist_lit.utils.ray_runtime import RayOptions, check_shared_root, connect, import_ray
+
+__all__ = ["RayOptions", "run_on_ray"]
 
 log = logging.getLogger("medmnist_lit")
 
-#: Environment of a local Ray: loopback only (Ray's own switch for a single-machine cluster), no usage reports.
-LOCAL_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
-
-
-@dataclass
-class RayOptions:
-    """``--ray.*`` options of ``batch``.
-
-    Attributes:
-        address: A running cluster to join (``ray start --head`` printed it; ``auto`` finds one on this
-            machine); ``None`` starts a local Ray for this batch.
-        cpus_per_run: CPUs each run reserves (Ray sets the run's thread count from it); fractions allowed.
-        gpus_per_run: GPUs each run reserves; fractions share a GPU between runs.
-        max_retries: How often a run whose worker or node died is tried again before it is recorded as failed.
-    """
-
-    address: str | None = None
-    cpus_per_run: float = 1.0
-    gpus_per_run: float = 0.0
-    max_retries: int = 2
-
-
-def import_ray() -> Any:
-    """Ray, or a one-line error saying how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise ValueError("--executor ray needs Ray: pip install 'medmnist-lit[ray]' (or pip install ray)") from None
-    return ray
-
-
-def connect(options: RayOptions) -> bool:
-    """Join ``options.address``, or start a local Ray; False when this process was already connected."""
-    local = options.address is None or options.address.rpartition(":")[0] in ("127.0.0.1", "localhost")
-    if local:  # before Ray is imported (it reads them then), and inherited by the Ray processes started here
-        os.environ.update(LOCAL_ENV)
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray = import_ray()
-    if ray.is_initialized():
-        return False
-    if options.address is None:
-        # "local": a new Ray of its own, even where `ray start` left a cluster (or its address file) behind
-        ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-        outward = sorted({n["NodeManagerAddress"] for n in ray.nodes()} - {"127.0.0.1"})
-        if outward:  # Ray was imported before LOCAL_ENV was set (the Python API after an `import ray`)
-            log.warning("the local Ray listens on %s too; set %s before importing ray", outward, LOCAL_ENV)
-    else:
-        _check_reachable(options.address)
-        try:
-            ray.init(address=options.address, log_to_driver=False, logging_level=logging.WARNING)
-        except ConnectionError as err:
-            auth = "" if os.environ.get("RAY_AUTH_MODE") else "; with token authentication set RAY_AUTH_MODE=token"
-            raise ValueError(f"--ray.address {options.address}: could not join ({err}){auth}") from None
-    resources = ray.cluster_resources()
-    log.info(
-        "Ray %s: %d node(s), %g CPU(s), %g GPU(s)",
-        "cluster" if options.address else "(local)",
-        len([n for n in ray.nodes() if n.get("Alive")]),
-        resources.get("CPU", 0),
-        resources.get("GPU", 0),
-    )
-    return True
-
-
-def _check_reachable(address: str) -> None:
-    """A ``host:port`` nobody listens on fails here at once; Ray itself would retry for minutes."""
-    import socket
-
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or "://" in address:  # auto, ray://...: left to Ray
-        return
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
-    except OSError as err:
-        raise ValueError(
-            f"--ray.address {address}: no Ray cluster there ({err}); start one with `ray start --head`"
-        ) from None
+#: What to do when a Ray node cannot see the batch directory.
+SHARED_ROOT_REMEDY = "put --root on a file system every node mounts (NFS, Lustre) at the same path"
 
 
 def _remote_execute(task: Task) -> dict[str, Any]:
@@ -127,6 +55,8 @@ def run_on_ray(tasks: list[Task], options: RayOptions, on_done: Callable[[dict[s
     started = connect(options)  # first: it sets what Ray reads when imported
     ray = import_ray()
     try:
+        if options.address is not None and tasks:  # runs write there, the batch process reads their files
+            check_shared_root(Path(tasks[0].run_dir).parent, SHARED_ROOT_REMEDY)
         capacity = ray.cluster_resources()
         for kind, need in (("CPU", options.cpus_per_run), ("GPU", options.gpus_per_run)):
             if need > capacity.get(kind, 0):

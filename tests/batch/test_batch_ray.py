@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from medmnist_lit.batch.ray_executor import LOCAL_ENV
 from medmnist_lit.cli import main
+from medmnist_lit.utils.ray_runtime import LOCAL_ENV
 
 os.environ.update(LOCAL_ENV)  # before Ray is imported: it reads them then (loopback only, no usage reports)
 ray = pytest.importorskip("ray")
