@@ -161,8 +161,10 @@ def _execute(command: str, config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_job(job: RunJob, *, record_failures: bool = True) -> dict[str, Any]:
+def run_job(job: RunJob, *, record_failures: bool = True, write_record: bool = True) -> dict[str, Any]:
     """Run ``job`` and return its record; with a run directory, also write ``record.json`` there atomically.
+
+    ``write_record=False`` leaves the file to the caller (a batch process, the single writer of its records).
 
     A run that raises is recorded as ``failed`` (error and traceback) instead of raising, unless
     ``record_failures`` is false (the command line: the error is reported and nothing is recorded). Ctrl-C
@@ -195,6 +197,6 @@ def run_job(job: RunJob, *, record_failures: bool = True) -> dict[str, Any]:
         if record["status"] == "failed" and quiet:  # into the run's console.log; the caller prints one line
             log.error("run failed:\n%s", record["traceback"])
     record.update(seconds=time.perf_counter() - started, finished=_now())
-    if run_dir is not None:
+    if run_dir is not None and write_record:
         write_json(run_dir / RECORD, record)
     return record

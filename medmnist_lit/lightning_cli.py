@@ -32,6 +32,8 @@ log = logging.getLogger("medmnist_lit")
 
 #: Commands that evaluate a checkpoint: they log into its run directory, never into a new one.
 EVALUATION = ("validate", "test", "predict")
+#: Strategies that launch their processes from inside ``Trainer.fit`` (spawn, fork): refused by fit and cv.
+IN_CHILD_STRATEGIES = ("ddp_spawn", "ddp_fork", "ddp_notebook")
 
 #: Trainer defaults of every training command (all overridable with ``--trainer.*``).
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -229,6 +231,14 @@ class TrainingCLI(LightningCLI):
         would. Evaluation commands log into the checkpoint's run directory (:meth:`_evaluation_logger`). A logger
         configured by the user keeps its own ``save_dir`` (Lightning's rule as well).
         """
+        strategy = self.config.get("trainer.strategy")
+        if self.command in ("fit", "cv") and isinstance(strategy, str) and strategy.startswith(IN_CHILD_STRATEGIES):
+            # the launcher trains copies of the model in new processes and hands back only the weights: the run's
+            # history, checkpoint paths and scores stay there (Lightning's "ddp" re-runs the whole command instead)
+            raise OptionError(
+                f"trainer.strategy {strategy} trains in child processes whose results {self.command} cannot "
+                "collect; use --trainer.strategy ddp (one process per device, each running the command)"
+            )
         source = self.config.get("data.source")
         if self.command == "predict" and self.config.get("predict.source"):
             # the checkpoint holds what predicting needs: the training data is not read

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medmnist_lit.batch.ray_executor import RayOptions, run_on_ray
 from medmnist_lit.batch.spec import BatchSpec, Run, display, load_spec, parse_overrides, validate
 from medmnist_lit.batch.worker import Task, execute, run_pool
 from medmnist_lit.jobs import INTERRUPTED, RECORD
@@ -34,6 +35,12 @@ Run every variant × seed of an experiment spec; re-run the same command to resu
 
 options:
   --workers N       runs at once, each in its own process (one GPU each when there are GPUs; default 1)
+  --executor ray    run on Ray instead: a local Ray (loopback only), or the cluster at --ray.address
+  --ray.address A   join a running Ray cluster (what `ray start --head` printed, or auto)
+  --ray.cpus_per_run N, --ray.gpus_per_run F
+                    resources each run reserves on Ray (default 1 CPU, 0 GPUs; fractions allowed)
+  --ray.max_retries N
+                    tries again a run whose Ray worker or node died, N times (default 2), then records it failed
   --dry-run         list the runs (name, command, status, varied values) and exit
   --retry-failed    run failed runs again (they are skipped otherwise)
   --rerun-changed   replace runs whose recorded config differs from the spec (an error otherwise)
@@ -43,7 +50,9 @@ options:
   --KEY VALUE       any config override for every run, e.g. --data.source PATH --trainer.max_epochs 5
 """
 _FLAGS = {"--dry-run": "dry_run", "--retry-failed": "retry_failed", "--rerun-changed": "rerun_changed"}
-_VALUED = {"--workers": "workers", "--root": "root", "--name": "name", "--seeds": "seeds"}
+_VALUED = {"--workers": "workers", "--root": "root", "--name": "name", "--seeds": "seeds", "--executor": "executor"}
+_RAY = {"--ray.address": "address", "--ray.cpus_per_run": "cpus_per_run", "--ray.gpus_per_run": "gpus_per_run"}
+_RAY["--ray.max_retries"] = "max_retries"
 _ERROR_CHARS = 400  # of a failed run's error on the console; its record holds all of it
 
 
@@ -53,6 +62,8 @@ class Options:
 
     spec: str
     workers: int = 1
+    executor: str = "local"
+    ray: RayOptions = field(default_factory=RayOptions)
     dry_run: bool = False
     retry_failed: bool = False
     rerun_changed: bool = False
@@ -72,12 +83,15 @@ def parse_args(args: Sequence[str]) -> Options:
         flag, eq, inline = items[i].partition("=")
         if flag in _FLAGS and not eq:
             setattr(options, _FLAGS[flag], True)
-        elif flag in _VALUED:
+        elif flag in _VALUED or flag in _RAY:
             if not eq and i + 1 >= len(items):
                 raise ValueError(f"{flag} needs a value")
             value = inline if eq else items[i + 1]
             i += 0 if eq else 1
-            setattr(options, _VALUED[flag], value)
+            if flag in _RAY:
+                setattr(options.ray, _RAY[flag], _ray_value(flag, value))
+            else:
+                setattr(options, _VALUED[flag], value)
         else:
             rest.append(items[i])
         i += 1
@@ -88,9 +102,28 @@ def parse_args(args: Sequence[str]) -> Options:
         raise ValueError(f"--workers must be a positive integer, got {options.workers!r}") from None
     if options.workers < 1:
         raise ValueError(f"--workers must be a positive integer, got {options.workers}")
+    if options.executor not in ("local", "ray"):
+        raise ValueError(f"--executor must be local or ray, got {options.executor!r}")
+    if options.executor == "ray" and options.workers != 1:
+        raise ValueError("--workers is for the local executor; on Ray, --ray.cpus_per_run sets how many runs fit")
+    if options.executor == "local" and any(item.partition("=")[0] in _RAY for item in items):
+        raise ValueError("--ray.* options need --executor ray")
     if isinstance(options.seeds, str):  # validated with the spec's own seeds (load_spec)
         options.seeds = parse_overrides(["--seeds", options.seeds])["seeds"]
     return options
+
+
+def _ray_value(flag: str, value: str) -> Any:
+    if flag == "--ray.address":
+        return value
+    kind, low = (int, 0) if flag == "--ray.max_retries" else (float, 0)
+    try:
+        number = kind(value)
+    except ValueError:
+        number = -1
+    if number < low or (flag == "--ray.cpus_per_run" and number == 0):
+        raise ValueError(f"{flag} must be a {'whole' if kind is int else 'positive'} number, got {value!r}")
+    return number
 
 
 # ------------------------------------------------------------------------------------------------ plan
@@ -243,9 +276,10 @@ def _interrupt_flag() -> Iterator[None]:
             signal.signal(signal.SIGINT, previous)
 
 
-def run_batch(spec: BatchSpec, plan: Plan, workers: int = 1) -> int:
-    """Execute ``plan.todo``; tables after every run, figures at the end. Returns the exit status.
+def run_batch(spec: BatchSpec, plan: Plan, workers: int = 1, ray: RayOptions | None = None) -> int:
+    """Execute ``plan.todo`` here, on ``workers`` processes or on Ray (``ray``); returns the exit status.
 
+    Records (written here, whichever executor ran the run) and tables after every run, figures at the end.
     0: every run of the spec is recorded ok; 1: some failed; 130: interrupted (re-run to resume).
     """
     from medmnist_lit.batch.report import write_report, write_tables
@@ -255,11 +289,13 @@ def run_batch(spec: BatchSpec, plan: Plan, workers: int = 1) -> int:
         stale.unlink(missing_ok=True)
     write_json(directory / "batch.json", batch_manifest(spec))
     workers = min(workers, max(1, len(plan.todo)))
-    tasks = [Task(run, str(spec.run_dir(run)), plan.attempts[run.name], quiet=workers > 1) for run in plan.todo]
+    quiet = workers > 1 or ray is not None
+    tasks = [Task(run, str(spec.run_dir(run)), plan.attempts[run.name], quiet=quiet) for run in plan.todo]
     progress = Progress(spec, plan)
     bar = None
 
     def done(record: dict[str, Any]) -> None:
+        write_json(directory / record["name"] / RECORD, record)  # the batch process is the single writer
         line = progress.finish(record, spec.metric, directory / record["name"] / RECORD)
         (log.warning if record["status"] != "ok" else log.info)(line)
         if bar is not None:
@@ -272,16 +308,20 @@ def run_batch(spec: BatchSpec, plan: Plan, workers: int = 1) -> int:
     interrupted = False
     try:
         with _interrupt_flag():
-            if workers == 1:
+            if not quiet:
                 for task in tasks:
                     log.info("%s · next: %s (%s)", progress.line(), task.run.name, task.run.command)
                     done(execute(task))
             else:
                 from tqdm import tqdm
 
-                log.info("%s · %d workers, console of each run in <run>/console.log", progress.line(), workers)
+                where = "on Ray" if ray is not None else f"{workers} workers"
+                log.info("%s · %s, console of each run in <run>/console.log", progress.line(), where)
                 bar = tqdm(total=progress.total, initial=progress.done, desc=spec.name, unit="run", disable=None)
-                run_pool(tasks, workers, done)
+                if ray is not None:
+                    run_on_ray(tasks, ray, done)
+                else:
+                    run_pool(tasks, workers, done)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -360,4 +400,4 @@ def batch_command(args: Sequence[str]) -> int:
         _dry_run(spec, plan)
         return 0
     with _batch_lock(spec.directory):
-        return run_batch(spec, plan, options.workers)
+        return run_batch(spec, plan, options.workers, options.ray if options.executor == "ray" else None)

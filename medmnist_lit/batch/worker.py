@@ -1,30 +1,36 @@
-"""Executing batch runs: one run with its record, and a pool of worker processes that run many.
+"""Executing batch runs: one run as a job returning its record, and the local executor that runs many at once.
 
-A run directory is wiped before its run starts, so a restarted run is identical to an uninterrupted one; its
-``record.json`` (status, metrics, curves, wall time, error) is written atomically after the run, so a run is
-either recorded completely or not at all. Workers are spawned processes that import torch and Lightning once;
-they die with the batch process (``PR_SET_PDEATHSIG`` on Linux, a parent watcher elsewhere).
+A run directory is wiped before its run starts, so a restarted run is identical to an uninterrupted one. The
+job returns its record (status, metrics, curves, wall time, error) and the batch process alone writes it to
+``record.json`` (atomically), so a run is either recorded completely or not at all, whichever executor ran it.
+
+``--workers N`` runs on the standard library's :class:`~concurrent.futures.ProcessPoolExecutor`: N spawned
+processes that import torch and Lightning once (a fresh process per run costs that import, 3–8 s, every run),
+take one GPU each when there are GPUs, and die with the batch process (``PR_SET_PDEATHSIG`` on Linux, a parent
+watcher elsewhere). A worker that dies mid-run breaks the pool: the runs it took down with it are tried again,
+one at a time, and a run that kills its worker alone is recorded as failed, so one run's crash does not stop
+the batch.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import logging
 import multiprocessing as mp
 import os
-import queue
 import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from medmnist_lit.batch.spec import Run
-from medmnist_lit.jobs import RECORD, RunJob, run_job
-from medmnist_lit.utils.files import write_json
+from medmnist_lit.jobs import RunJob, run_job
 from medmnist_lit.utils.processes import die_with_parent
 
 log = logging.getLogger("medmnist_lit")
+
+#: What a run that killed its worker process is recorded with.
+WORKER_DIED = "worker process died while running (a crash or out of memory; see the run's console.log)"
 
 
 @dataclass
@@ -47,22 +53,33 @@ class Task:
             "attempt": self.attempt,
         }
 
+    def failure(self, error: str) -> dict[str, Any]:
+        """The record of this run when it never returned one (its worker died), with the reason."""
+        run = self.run
+        record = {**self.labels(), "command": run.command, "seed": run.seed, "config": run.config}
+        record.update(status="failed", seconds=0.0, error=error)
+        return record
+
 
 def execute(task: Task) -> dict[str, Any]:
     """Run one batch run as a :class:`~medmnist_lit.jobs.RunJob` in its own directory; returns its record.
 
-    The record (also ``record.json`` in the run directory) carries the run's batch fields next to the job's.
+    The record carries the run's batch fields next to the job's; the caller writes it (the batch process).
     """
     run = task.run
-    return run_job(RunJob(run.command, run.config, task.run_dir, run.seed, quiet=task.quiet, labels=task.labels()))
+    job = RunJob(run.command, run.config, task.run_dir, run.seed, quiet=task.quiet, labels=task.labels())
+    return run_job(job, write_record=False)
 
 
 # ----------------------------------------------------------------------------------------------- workers
-def worker_main(worker: int, env: dict[str, str], threads: int, tasks: Any, results: Any, parent_pid: int) -> None:
-    """Body of a worker process: set devices and threads, import torch once, run tasks until a ``None``."""
+def _init_worker(parent_pid: int, threads: int, gpus: Any) -> None:
+    """Initializer of every worker process: die with the batch, its GPU and threads, torch and Lightning once."""
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the batch process's to handle; it stops us
-    os.environ.update(env)  # CUDA_VISIBLE_DEVICES must be set before torch is imported
+    gpu = gpus.get() if gpus is not None else None  # one id per worker, handed out by the batch process
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before torch is imported
+    os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     import torch
 
@@ -71,13 +88,6 @@ def worker_main(worker: int, env: dict[str, str], threads: int, tasks: Any, resu
     from medmnist_lit.utils.console import setup_console
 
     setup_console()
-    results.put(("ready", worker, os.getpid()))
-    while True:
-        task = tasks.get()
-        if task is None:
-            return
-        results.put(("start", worker, task.run.name))
-        results.put(("done", worker, task.run.name, execute(task)))
 
 
 def _cores() -> int:
@@ -94,99 +104,72 @@ def _gpus() -> list[str]:
     return ids or [str(i) for i in range(torch.cuda.device_count())]
 
 
-def run_pool(tasks: list[Task], workers: int, on_done: Callable[[dict[str, Any]], None]) -> None:
-    """Run ``tasks`` on ``workers`` spawned processes; ``on_done(record)`` as each finishes.
-
-    A worker that dies mid-run (out of memory, a crash) gets its run recorded as failed and is replaced.
-    """
+def _executor(workers: int, threads: int, gpus: list[str]) -> cf.ProcessPoolExecutor:
     ctx = mp.get_context("spawn")  # fork after torch is imported is unsafe (threads, CUDA)
-    pending, results = ctx.Queue(), ctx.Queue()
-    for task in tasks:
-        pending.put(task)
+    ids = None
+    if gpus:
+        ids = ctx.Queue()
+        for worker in range(workers):
+            ids.put(gpus[worker % len(gpus)])
+    return cf.ProcessPoolExecutor(workers, ctx, _init_worker, (os.getpid(), threads, ids))
+
+
+def _stop(executor: cf.ProcessPoolExecutor) -> None:
+    """Shut ``executor`` down now: queued runs cancelled, running ones killed (they are not recorded)."""
+    for child in mp.active_children():  # the executor's workers are this process's only multiprocessing children
+        child.terminate()
+    executor.shutdown(wait=True, cancel_futures=True)
+
+
+def run_pool(tasks: list[Task], workers: int, on_done: Callable[[dict[str, Any]], None]) -> None:
+    """Run ``tasks`` on ``workers`` processes at once; ``on_done(record)`` as each finishes.
+
+    At most ``workers`` runs are submitted at a time, so the runs in flight are known. A worker that dies breaks
+    the pool and takes the other runs in flight with it: they are retried one at a time, and a run whose worker
+    died while it ran alone is recorded as failed.
+    """
     gpus, threads = _gpus(), max(1, _cores() // workers)
     if gpus and workers > len(gpus):
         log.warning("%d workers share %d GPU(s)", workers, len(gpus))
-    procs: dict[int, Any] = {}
-    ready: set[int] = set()
-    in_flight: dict[int, str] = {}
-    by_name = {t.run.name: t for t in tasks}
+    queue = list(reversed(tasks))  # pop() takes the spec's order
+    retry: list[Task] = []  # runs a dying worker took down: tried again one at a time
+    running: dict[cf.Future[dict[str, Any]], Task] = {}
+    executor = _executor(workers, threads, gpus)
 
-    def start(worker: int) -> None:
-        env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[worker % len(gpus)]
-        args = (worker, env, threads, pending, results, os.getpid())
-        procs[worker] = ctx.Process(target=worker_main, args=args, name=f"batch-worker-{worker}", daemon=True)
-        procs[worker].start()
+    def submit(task: Task) -> None:
+        running[executor.submit(execute, task)] = task
 
-    remaining = len(tasks)
+    def collect(futures: set[cf.Future[dict[str, Any]]]) -> list[Task]:
+        """Report finished runs; those the broken pool took down are returned."""
+        broken = []
+        for future in futures:
+            task = running.pop(future)
+            error = future.exception()
+            if isinstance(error, cf.process.BrokenProcessPool):
+                broken.append(task)
+            elif error is not None:  # run_job records what a run raises: this is the executor's own error
+                on_done(task.failure(f"{type(error).__name__}: {error}"))
+            else:
+                on_done(future.result())
+        return broken
 
-    def receive(timeout: float) -> bool:
-        """Handle one message from a worker; False if none came within ``timeout``."""
-        nonlocal remaining
-        try:
-            message = results.get(timeout=timeout)
-        except queue.Empty:
-            return False
-        kind, worker = message[0], message[1]
-        if kind == "ready":
-            ready.add(worker)
-        elif kind == "start":
-            in_flight[worker] = message[2]
-        else:
-            in_flight.pop(worker, None)
-            remaining -= 1
-            on_done(message[3])
-        return True
-
-    for worker in range(workers):
-        start(worker)
-        pending.put(None)  # one stop sign per worker, after the tasks
     try:
-        while remaining:
-            if receive(0.5):
-                continue
-            for worker, proc in list(procs.items()):
-                if proc.exitcode is None or (proc.exitcode == 0 and worker not in in_flight):
-                    continue
-                while receive(0.2):  # its last messages may still be in the pipe
-                    pass
-                if worker not in ready:
-                    raise RuntimeError(f"batch worker {worker} could not start (exit code {proc.exitcode})")
-                name = in_flight.pop(worker, None)
-                if name is not None:
-                    task = by_name[name]
-                    run = task.run
-                    record = {**task.labels(), "command": run.command, "seed": run.seed, "config": run.config}
-                    record.update(status="failed", seconds=0.0)
-                    record["error"] = f"worker process died (exit code {proc.exitcode}) while running"
-                    write_json(Path(task.run_dir) / RECORD, record)
-                    remaining -= 1
-                    on_done(record)
-                del procs[worker]
-                if remaining:
-                    ready.discard(worker)
-                    start(worker)
-                    pending.put(None)
-            if remaining and all(proc.exitcode is not None for proc in procs.values()):
-                while remaining and receive(0.5):  # the last "done" may still be in the pipe
-                    pass
-                if remaining:
-                    raise RuntimeError(f"all batch workers exited with {remaining} run(s) left; run the batch again")
-    finally:
-        # after the last run the workers are exiting on their stop signs: let them finish, since a worker
-        # terminated during its own shutdown leaves its semaphores (e.g. tqdm's multiprocessing lock) to the
-        # resource tracker, which then warns about leaks
-        deadline = time.monotonic() + (10.0 if not remaining else 0.0)
-        for proc in procs.values():
-            proc.join(timeout=max(0.0, deadline - time.monotonic()))
-        for proc in procs.values():
-            if proc.is_alive():
-                proc.terminate()
-        for proc in procs.values():
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.kill()
-        for q in (pending, results):
-            q.cancel_join_thread()  # unsent tasks of a stopped batch must not block the exit
-            q.close()
+        while queue or retry or running:
+            if retry and not running:
+                submit(retry.pop())
+            while queue and not retry and len(running) < workers:
+                submit(queue.pop())
+            broken = collect(cf.wait(running, return_when=cf.FIRST_COMPLETED)[0])
+            if broken:
+                broken += collect(cf.wait(running)[0])  # a broken pool fails every run still in it
+                if len(broken) == 1:  # it ran alone: its own crash
+                    log.warning("%s: %s", broken[0].run.name, WORKER_DIED)
+                    on_done(broken[0].failure(WORKER_DIED))
+                else:
+                    retry.extend(reversed(broken))
+                executor.shutdown(wait=True)
+                executor = _executor(workers, threads, gpus)
+    except BaseException:  # Ctrl-C, or on_done failing: nothing may keep running
+        _stop(executor)
+        raise
+    executor.shutdown(wait=True)  # idle workers exit on their own (terminated ones would leak semaphores)

@@ -103,7 +103,7 @@ class RunArtifacts(Callback):
                 checkpoint_epoch=checkpoint_epoch(trainer),
             )
             save_figure(figure, directory / "curves.png")
-        self._confusion_to_tensorboard(trainer, pl_module, "val")
+        self._confusion_to_tensorboard(trainer, pl_module, "val", run_name(directory))
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Save the test confusion matrix as ``confusion_matrix.png`` and in TensorBoard."""
@@ -111,31 +111,31 @@ class RunArtifacts(Callback):
         matrix = getattr(pl_module, "confusion", {}).get("test")
         if matrix is None or not self.figures or not trainer.is_global_zero:
             return
-        figure = self._confusion(trainer, pl_module, "test")
+        figure = self._confusion(trainer, pl_module, "test", run_name(directory))
         save_figure(figure, directory / "confusion_matrix.png")
-        self._confusion_to_tensorboard(trainer, pl_module, "test", figure)
+        self._confusion_to_tensorboard(trainer, pl_module, "test", run_name(directory), figure)
 
     @staticmethod
-    def _confusion(trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> Any:
+    def _confusion(trainer: L.Trainer, pl_module: L.LightningModule, stage: str, name: str) -> Any:
         matrix = getattr(pl_module, "confusion")[stage].numpy()  # noqa: B009 - a Classifier's, not a LightningModule's
         heading = {"test": "Test", "val": "Validation"}.get(stage, stage) + " confusion matrix"
         return confusion_figure(
             matrix,
             _class_names(pl_module, len(matrix)),
             heading,
-            name=run_name(run_dir(trainer)),
+            name=name,  # not run_dir(trainer) here: a collective call, and only rank zero draws
             subtitle=_settings(trainer, pl_module),
         )
 
     @classmethod
     def _confusion_to_tensorboard(
-        cls, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, figure: Any = None
+        cls, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, name: str, figure: Any = None
     ) -> None:
         matrix = getattr(pl_module, "confusion", {}).get(stage)
         writer = tensorboard(trainer)
         if matrix is None or writer is None:
             return
-        figure = figure or cls._confusion(trainer, pl_module, stage)
+        figure = figure or cls._confusion(trainer, pl_module, stage, name)
         with style(_class_names(pl_module, len(matrix))):  # add_figure draws it: fonts and ticks as in the PNG
             writer.add_figure(f"{stage}/confusion_matrix", figure, global_step=trainer.current_epoch)
 

@@ -87,14 +87,33 @@ def unsupported_reason(model: Classifier, callbacks: Sequence[Any], trainer_kwar
             return "ReduceLROnPlateau reacts to each fold's own validation loss"
         if not isinstance(callback, (BaseProgressBar, ModelSummary, LRSchedulerCallback)):
             return f"the callback {type(callback).__name__} expects one fold's model and Trainer at a time"
-    devices = trainer_kwargs.get("devices", "auto")
-    if trainer_kwargs.get("num_nodes", 1) != 1 or (isinstance(devices, int) and devices > 1):
+    if trainer_kwargs.get("num_nodes", 1) != 1 or several_devices(trainer_kwargs):
         return "several devices train data-parallel, one model at a time"
     for key, inactive in PER_FOLD_OPTIONS.items():
         value = trainer_kwargs.get(key)
         if all(value != default or type(value) is not type(default) for default in inactive):
             return f"trainer.{key}={value!r} needs each fold's own validation loop and Trainer"
     return None
+
+
+def several_devices(trainer_kwargs: dict[str, Any]) -> bool:
+    """Whether Trainer arguments ask for more than one device.
+
+    ``devices`` comes as LightningCLI passes it: ``2``, ``"2"``, ``"0,1"``, ``[0, 1]``, or ``"auto"``/``-1``
+    (every GPU there is; one CPU).
+    """
+    devices = trainer_kwargs.get("devices", "auto")
+    if isinstance(devices, str):
+        text = devices.strip().strip("[]")
+        devices = [part for part in text.split(",") if part.strip()] if "," in text else text
+        if isinstance(devices, str) and devices.lstrip("-").isdigit():
+            devices = int(devices)
+    if isinstance(devices, (list, tuple)):
+        return len(devices) > 1
+    if devices == "auto" or devices == -1:
+        accelerator = str(trainer_kwargs.get("accelerator", "auto"))
+        return accelerator in ("auto", "gpu", "cuda") and torch.cuda.device_count() > 1
+    return isinstance(devices, int) and devices > 1
 
 
 def head_bytes(model: Classifier, batch_size: int) -> int:

@@ -12,8 +12,10 @@ means under the names a fit uses, next to mean ± std learning curves across fol
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,8 +26,9 @@ import lightning as L
 import torch
 
 from medmnist_lit.cv.figures import write_cv_figures
-from medmnist_lit.cv.fold_parallel import train_parallel, unsupported_reason
+from medmnist_lit.cv.fold_parallel import folds_per_pass, several_devices, train_parallel, unsupported_reason
 from medmnist_lit.cv.folds import TrainerRecipe, fresh_model
+from medmnist_lit.cv.ray_folds import ChunkJob, train_on_ray
 from medmnist_lit.cv.summary import (
     OutOfFold,
     ensemble_metrics,
@@ -39,10 +42,16 @@ from medmnist_lit.cv.tensorboard import write_cv_tensorboard
 from medmnist_lit.data.fold import Fold
 from medmnist_lit.training.fit import RunResult, audit_run, fit_and_test
 from medmnist_lit.training.hparams import trial_hparams
+from medmnist_lit.utils.console import process_rank
 from medmnist_lit.utils.figure_style import describe_run
 from medmnist_lit.utils.files import write_json
+from medmnist_lit.utils.ray_runtime import RayOptions
 
 log = logging.getLogger("medmnist_lit")
+
+#: How the first process of a data-parallel cv (``--trainer.strategy ddp``) hands its run directory to the others:
+#: Lightning's launcher starts them, when the first fold trains, with a copy of its environment.
+RUN_DIR_VARIABLE = "MEDMNIST_LIT_CV_RUN_DIR"
 
 
 @dataclass
@@ -62,6 +71,14 @@ class CVOptions:
             estimate) or ``best`` (the epoch with the lowest loss on the fold's own validation samples — choosing
             the epoch on the very samples that are then scored makes the estimate optimistic, badly so for
             leave-one-out, where each fold validates on one image).
+        executor: ``local`` trains the folds in this process; ``ray`` splits them into chunks (each what the engine
+            does with those folds: one fold-parallel pass, or one fold after another) run as Ray tasks, on a local
+            Ray or the cluster at ``ray_address``. The results are the same, to within float tolerance.
+        ray_address: The Ray cluster to join (``ray start --head`` printed it); a local Ray when unset.
+        chunk_size: Folds per Ray task (default: the folds spread evenly over the tasks that fit the cluster at
+            once, at most the folds one pass holds).
+        cpus_per_chunk: CPUs each Ray task reserves (its thread count); fractions allowed.
+        gpus_per_chunk: GPUs each Ray task reserves; fractions share a GPU between tasks.
     """
 
     folds_to_run: list[int] | None = None
@@ -70,6 +87,11 @@ class CVOptions:
     engine: Literal["auto", "parallel", "sequential"] = "auto"
     folds_per_pass: int | None = None
     checkpoint: Literal["last", "best"] = "last"
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    chunk_size: int | None = None
+    cpus_per_chunk: float = 1.0
+    gpus_per_chunk: float = 0.0
 
 
 @dataclass
@@ -162,7 +184,10 @@ def cross_validate(
     engine, reason = choose_engine(options, model, recipe)
     if engine == "sequential" and options.engine == "auto":
         log.info("folds train one after another: %s", reason)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # with several processes every one trains and scores every fold (the collectives must match); the first writes
+    writer = process_rank() == 0
+    if writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     histories: list[dict[str, list[float]]] = []
     oof = OutOfFold()
@@ -170,11 +195,14 @@ def cross_validate(
     external_probs: list[torch.Tensor] = []
     folds_per_repeat = split.n_folds // max(1, int(split.params.get("repeats") or 1))
     values = [datamodule.make_fold(number, seed=seed + number, stream=True) for number in numbers]
-    outcomes = (
-        train_parallel(model, datamodule, recipe, run_dir, values, options.folds_per_pass, options.checkpoint)
-        if engine == "parallel"
-        else _sequential(model, datamodule, recipe, run_dir, values, options.checkpoint)
-    )
+    if options.executor == "ray":
+        outcomes = _on_ray(model, datamodule, recipe, run_dir, values, options, engine)
+    elif engine == "parallel":
+        outcomes = train_parallel(
+            model, datamodule, recipe, run_dir, values, options.folds_per_pass, options.checkpoint
+        )
+    else:
+        outcomes = _sequential(model, datamodule, recipe, run_dir, values, options.checkpoint)
     for fold, result in outcomes:
         assert fold.number is not None
         row = {"fold": fold.number, "repeat": fold.number // folds_per_repeat, **result.metrics}
@@ -201,12 +229,16 @@ def cross_validate(
     summary["run"] = {
         "strategy": split.strategy,
         "engine": engine,
+        "executor": options.executor,
         "n_folds": split.n_folds,
         "folds_run": numbers,
         "n_dev": len(split.dev),
         "n_test": len(split.test),
         "seconds": time.perf_counter() - start,
     }
+    outcome = CVResult(run_dir, summary, rows, histories)
+    if not writer:
+        return outcome
     write_csv(run_dir / "folds.csv", rows)
     oof.write(run_dir / "oof.csv", data)
     write_json(run_dir / "summary.json", summary)
@@ -219,7 +251,36 @@ def cross_validate(
         cv=dataclasses.asdict(options),
     )
     write_cv_tensorboard(run_dir, histories, hparams, reported_scores(summary))
-    return CVResult(run_dir, summary, rows, histories)
+    return outcome
+
+
+def _on_ray(
+    model: Any,
+    datamodule: Any,
+    recipe: TrainerRecipe,
+    run_dir: Path,
+    folds: list[Fold],
+    options: CVOptions,
+    engine: str,
+) -> Iterator[tuple[Fold, RunResult]]:
+    """The folds as chunks of Ray tasks, each trained by ``engine`` as it would be here."""
+    if process_rank() > 0 or several_devices(recipe.kwargs) or recipe.kwargs.get("num_nodes", 1) != 1:
+        raise ValueError(
+            "cv.executor ray trains each chunk of folds on one device: drop --trainer.devices/--trainer.num_nodes "
+            "(and --trainer.strategy ddp), or use --cv.executor local"
+        )
+    if engine == "parallel":
+        train: Any = functools.partial(train_parallel, per_pass=options.folds_per_pass)
+        batch = folds[0].stream_batch_size or 1 if folds else 1
+        per_pass = options.folds_per_pass or folds_per_pass(model, batch, len(folds), torch.device("cpu"))
+    else:
+        train, per_pass = _sequential, len(folds)
+    # the tasks print nothing (their console is not this one): no bars
+    quiet = TrainerRecipe({**recipe.kwargs, "enable_progress_bar": False}, recipe.callbacks)
+    data_hparams = {k: v for k, v in datamodule.hparams.items() if not k.startswith("_")}
+    job = ChunkJob(model, type(datamodule), data_hparams, quiet, run_dir.resolve(), train, options.checkpoint)
+    ray_options = RayOptions(options.ray_address, options.cpus_per_chunk, options.gpus_per_chunk)
+    yield from train_on_ray(job, datamodule, folds, ray_options, per_pass=per_pass, chunk=options.chunk_size)
 
 
 def _refit(
@@ -258,11 +319,27 @@ def loo_guard(n_dev: int, limit: int) -> str:
     return line
 
 
+def shared_run_dir(trainer: L.Trainer) -> Path:
+    """The run root of a cv: the logger's directory, the same one in every process of a data-parallel run.
+
+    Each fold has its own Trainer, so there is no process group yet when the root is chosen: the first process
+    chooses it (the next free ``version_<n>``) and passes it on in :data:`RUN_DIR_VARIABLE`; a later process
+    would otherwise see that version taken and choose the next one.
+    """
+    inherited = os.environ.get(RUN_DIR_VARIABLE)
+    if inherited and process_rank() > 0:
+        return Path(inherited)
+    run_dir = Path(trainer.log_dir or trainer.default_root_dir)
+    if trainer.world_size > 1:
+        os.environ[RUN_DIR_VARIABLE] = str(run_dir)
+    return run_dir
+
+
 def run_cv_cli(cli: Any, options: CVOptions) -> CVResult:
     """``medmnist-lit cv`` on an instantiated :class:`~medmnist_lit.lightning_cli.TrainingCLI`."""
     datamodule, template, trainer = cli.datamodule, cli.model, cli.trainer
     split = datamodule.split
-    run_dir = Path(trainer.log_dir)
+    run_dir = shared_run_dir(trainer)
     trainer_config = cli.config_init.trainer.as_dict()
     recipe = TrainerRecipe(kwargs=trainer_config, callbacks=list(trainer_config.get("callbacks") or []))
     n_folds = split.n_folds if options.folds_to_run is None else len(options.folds_to_run)
@@ -271,12 +348,16 @@ def run_cv_cli(cli: Any, options: CVOptions) -> CVResult:
         log.info("%s (%s)", loo_guard(len(split.dev), options.loo_limit), engine)
     else:
         log.info("%s: %d folds (%s)", split.strategy, n_folds, engine)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    audit_run(datamodule, run_dir)
-    cli.parser.save(cli.config, run_dir / "config.yaml", skip_none=False, overwrite=True)
-    datamodule.save_split(run_dir / "split.npz")
+    writer = process_rank() == 0
+    if writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        audit_run(datamodule, run_dir)
+        cli.parser.save(cli.config, run_dir / "config.yaml", skip_none=False, overwrite=True)
+        datamodule.save_split(run_dir / "split.npz")
     seed = int(cli.config.get("seed_everything") or 0)
     result = cross_validate(template, datamodule, recipe, run_dir, options, seed=seed)
+    if not writer:
+        return result
     subtitle = describe_run(template, datamodule, trainer_config.get("max_epochs"))
     write_cv_figures(run_dir, result.histories, result.folds, result.summary, subtitle=subtitle)
     log.info(format_summary(result.summary))

@@ -154,6 +154,37 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
         if (state := pending_record()) is not None:  # made inside provenance.restoring(...)
             self.load_state_dict(dict(state))
 
+    @classmethod
+    def around(
+        cls,
+        dataset: ImageSet,
+        hparams: dict[str, Any],
+        *,
+        split: Split | None = None,
+        external: ImageSet | None = None,
+        fingerprint: str | None = None,
+    ) -> MedMNISTDataModule:
+        """A DataModule with the options ``hparams`` serving an already-loaded dataset: nothing is decoded again.
+
+        What another process (a Ray worker) uses to serve the data a first one loaded.
+
+        Args:
+            dataset: What :attr:`dataset` of a DataModule with these options holds (subsampled, groups attached).
+            hparams: Constructor arguments (another DataModule's ``hparams``).
+            split: Its :attr:`split` (made again from ``dataset`` when ``None``).
+            external: Its :attr:`external` dataset, when ``test_source`` is set.
+            fingerprint: Its source's :attr:`fingerprint` (computed again, a stat of every file, when ``None``).
+        """
+        module = cls(**{k: v for k, v in hparams.items() if not k.startswith("_")})
+        module.__dict__["dataset"] = dataset  # cached properties: set, never computed
+        if split is not None:
+            module.__dict__["split"] = split
+        if external is not None:
+            module.__dict__["external"] = external
+        if fingerprint is not None:
+            module._digests["fingerprint"] = fingerprint
+        return module
+
     # ----------------------------------------------------------------------------------------- data
     @cached_property
     def dataset(self) -> ImageSet:

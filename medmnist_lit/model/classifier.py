@@ -243,7 +243,21 @@ class Classifier(PlainAttributes, WeightsOnlyLoading, L.LightningModule):
         # still takes its step, keeping every fold on the shared step count (as the fold-parallel engine does)
         loss = self.loss(logits, y) if len(y) else logits.sum()
         self.train_metrics.update(logits, y, loss)
-        return loss
+        return self._global_mean(loss, y) if self.trainer.world_size > 1 else loss
+
+    def _global_mean(self, loss: Tensor, target: Tensor) -> Tensor:
+        """This process's part of the mean loss over the samples of all processes' batches of this step.
+
+        DDP averages the processes' gradients, which is the gradient of that mean only when every process holds as
+        many samples (as much class weight) as the others: the batches of a cross-validation stream do not. The
+        local mean is scaled by the process's share, so the step is the one a single device would take on the
+        union of the batches.
+        """
+        weight = self.class_weight[target].sum() if self.class_weight is not None else target.new_tensor(len(target))
+        weight = weight.detach().float()
+        total = self.trainer.strategy.reduce(weight.clone(), reduce_op="sum")
+        share = torch.where(total > 0, weight * self.trainer.world_size / total.clamp_min(1e-12), 0.0)
+        return loss * share
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: Stage) -> None:
         x, y = batch

@@ -16,9 +16,37 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Literal
 
-__all__ = ["ConsoleHandler", "above_progress_bars", "console_to", "final_frames_only", "setup_console"]
+__all__ = [
+    "ConsoleHandler",
+    "above_progress_bars",
+    "console_to",
+    "final_frames_only",
+    "process_rank",
+    "setup_console",
+]
 
 PACKAGE = "medmnist_lit"
+
+#: Where multi-process launchers put a process's rank, in the order Lightning's ``rank_zero_only`` reads them.
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+
+
+def process_rank() -> int:
+    """This process's rank among the processes of one run (``--trainer.strategy ddp``); 0 when it runs alone.
+
+    Read from the environment, as Lightning does, so it is known before Lightning is imported: its launcher
+    re-executes the command with ``LOCAL_RANK`` set for every process but the first.
+    """
+    for key in RANK_VARIABLES:
+        value = os.environ.get(key, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def _rank_zero(record: logging.LogRecord) -> bool:
+    # the other processes of a data-parallel run would repeat every line; their errors still show
+    return record.levelno >= logging.ERROR or process_rank() == 0
 
 
 class ConsoleHandler(logging.StreamHandler):
@@ -69,6 +97,7 @@ def setup_console(level: int = logging.INFO, target: Literal["stdout", "stderr"]
     if not any(isinstance(h, ConsoleHandler) for h in package.handlers):
         handler = ConsoleHandler(target)
         handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.addFilter(_rank_zero)
         package.addHandler(handler)
     package.setLevel(level)
     package.propagate = False

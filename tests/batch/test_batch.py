@@ -177,12 +177,10 @@ def test_shipped_specs_pass_dry_run(name: str, tmp_path: Path, capsys: pytest.Ca
 
 
 # -------------------------------------------------------------------------------------- running batches
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped optimizers spec run uninterrupted, in this process, on tiny data."""
-    root = tmp_path_factory.mktemp("reference")
-    assert main(["batch", *OPTIMIZERS, "--root", str(root)]) == 0
-    return root / "optimizers"
+@pytest.fixture
+def reference(optimizers_reference: Path) -> Path:
+    """The shipped optimizers spec run uninterrupted, in this process, on tiny data (tests/batch/conftest.py)."""
+    return optimizers_reference
 
 
 def test_batch_writes_records_tables_and_figures(reference: Path) -> None:
@@ -314,6 +312,29 @@ def test_failed_run_is_recorded_and_rerun_only_with_retry(tmp_path: Path, capsys
     assert "fine__seed0    fit  changed" in capsys.readouterr().out
     assert main(["batch", spec, "--root", root, "--trainer.max_epochs", "2", "--rerun-changed"]) == 1
     assert _records(batch)["fine__seed0"]["metrics"]["epochs"] == 2
+
+
+CRASHING = """
+name: crashing
+base:
+  trainer: {max_epochs: 1, enable_progress_bar: false}
+  data: {subset: 60, batch_size: 32}
+seeds: [0]
+runs:
+  - {name: crash, trainer.callbacks: [{class_path: crashing.KillProcess}]}   # its worker process dies
+  - {name: fine}   # in flight beside it when the pool breaks: tried again
+"""
+
+
+def test_a_run_that_kills_its_worker_is_recorded_failed_and_the_batch_goes_on(tmp_path: Path) -> None:
+    from medmnist_lit.batch.worker import WORKER_DIED
+
+    spec = str(_spec(tmp_path, CRASHING))
+    assert main(["batch", spec, "--root", str(tmp_path / "logs"), "--workers", "2"]) == 1
+    records = _records(tmp_path / "logs" / "crashing")
+    assert {name: r["status"] for name, r in records.items()} == {"crash__seed0": "failed", "fine__seed0": "ok"}
+    assert records["crash__seed0"]["error"] == WORKER_DIED and records["crash__seed0"]["attempt"] == 1
+    assert [r["status"] for r in _rows(tmp_path / "logs" / "crashing" / "results.csv")] == ["failed", "ok"]
 
 
 def _write_run(directory: Path, run: dict, metrics: dict, config: dict, folds: list[dict] | None = None) -> None:

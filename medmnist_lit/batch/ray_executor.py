@@ -1,0 +1,90 @@
+"""``batch --executor ray``: every pending run as a Ray task with declared resources, on a local Ray or a cluster.
+
+The batch process stays the driver and the single writer of records and tables: a task returns its run's
+record, and :func:`run_on_ray` hands each to ``on_done`` as it arrives, as the local executor does. Ray retries
+a task whose worker process or node died (``max_retries``); after that the run is recorded as failed with
+Ray's reason. Ctrl-C cancels the tasks in flight (their runs are not recorded, so the next invocation reruns
+them). Without an address a local Ray is started for the batch, talking over the loopback interface only (no
+dashboard, no usage statistics) and stopped with it; with one the batch joins that cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from medmnist_lit.batch.worker import Task, execute
+from medmnist_lit.utils.ray_runtime import RayOptions, check_shared_root, connect, import_ray
+
+__all__ = ["RayOptions", "run_on_ray"]
+
+log = logging.getLogger("medmnist_lit")
+
+#: What to do when a Ray node cannot see the batch directory.
+SHARED_ROOT_REMEDY = "put --root on a file system every node mounts (NFS, Lustre) at the same path"
+
+
+def _remote_execute(task: Task) -> dict[str, Any]:
+    """A run inside a Ray worker: its console set up once per worker, then the run."""
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+    from medmnist_lit.utils.console import setup_console
+
+    setup_console()
+    return execute(task)
+
+
+def _failure(task: Task, err: BaseException) -> dict[str, Any]:
+    """The record of a run Ray gave up on: the reason (the last line of Ray's text) and all of Ray's text."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # Ray colours the task's name
+    last = text.splitlines()[-1].strip() if text else "no reason given"
+    record = task.failure(f"Ray task failed ({type(err).__name__}): {last}")
+    record["traceback"] = text
+    return record
+
+
+def run_on_ray(tasks: list[Task], options: RayOptions, on_done: Callable[[dict[str, Any]], None]) -> None:
+    """Submit every task to Ray at once; ``on_done(record)`` as each finishes, in finishing order.
+
+    Raises:
+        ValueError: Ray is not installed, the address has no cluster, or no node has the resources a run needs.
+    """
+    started = connect(options)  # first: it sets what Ray reads when imported
+    ray = import_ray()
+    try:
+        if options.address is not None and tasks:  # runs write there, the batch process reads their files
+            check_shared_root(Path(tasks[0].run_dir).parent, SHARED_ROOT_REMEDY)
+        capacity = ray.cluster_resources()
+        for kind, need in (("CPU", options.cpus_per_run), ("GPU", options.gpus_per_run)):
+            if need > capacity.get(kind, 0):
+                flag = f"--ray.{kind.lower()}s_per_run"
+                raise ValueError(f"{flag} {need:g}: the Ray cluster has {capacity.get(kind, 0):g} {kind}(s)")
+        remote = ray.remote(_remote_execute).options(
+            num_cpus=options.cpus_per_run,
+            num_gpus=options.gpus_per_run,
+            max_retries=options.max_retries,  # worker or node death only; a run's own error is in its record
+            retry_exceptions=False,
+        )
+        pending = {remote.remote(task): task for task in tasks}
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)  # Ctrl-C gets through
+                for ref in ready:
+                    task = pending.pop(ref)
+                    try:
+                        record = ray.get(ref)
+                    except ray.exceptions.RayError as err:  # retries used up, or the task could not run at all
+                        record = _failure(task, err)
+                    on_done(record)
+        finally:
+            # Ctrl-C (or on_done failing): nothing may go on running. Disconnecting ends this driver's job and Ray
+            # kills its tasks; a connection that stays (the Python API's own Ray) cancels them. Not force=True:
+            # Ray 2.60 can abort the driver when a force-cancelled task completes at the same time.
+            for ref in pending if not started else ():
+                ray.cancel(ref)
+    finally:
+        if started:  # stops a local Ray; leaves a joined cluster running
+            ray.shutdown()
