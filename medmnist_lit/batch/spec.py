@@ -374,7 +374,28 @@ def validate(spec: BatchSpec) -> None:
             parsers[run.command].parse_object(copy.deepcopy(run.config))
         except (argparse.ArgumentError, ValueError, TypeError) as err:
             errors.append(f"run {run.name!r} ({run.command}): {err}")
-            if len(errors) >= 3:
-                break
+        else:
+            reason = _several_processes(run.config.get("trainer") or {})
+            if reason:
+                errors.append(
+                    f"run {run.name!r} ({run.command}): {reason} cannot run inside a batch (Lightning's ddp launcher "
+                    "re-runs the command line, here the batch itself); run it alone with `medmnist-lit "
+                    f"{run.command}`, or use one device per run (--executor ray --ray.gpus_per_run 1)"
+                )
+        if len(errors) >= 3:
+            break
     if errors:
         raise ValueError(f"{spec.path}: invalid config\n" + "\n".join(errors))
+
+
+def _several_processes(trainer: Mapping[str, Any]) -> str | None:
+    """What in ``trainer`` asks for a multi-process run (explicit devices or nodes), if anything."""
+    from medmnist_lit.cv.fold_parallel import several_devices
+
+    devices = trainer.get("devices", "auto")
+    if devices not in ("auto", -1, "-1") and several_devices({"devices": devices}):
+        return f"trainer.devices={devices!r}"
+    nodes = trainer.get("num_nodes", 1)
+    if nodes not in (None, 1, "1"):
+        return f"trainer.num_nodes={nodes!r}"
+    return None

@@ -120,6 +120,15 @@ def test_seeds_from_the_command_line_are_validated_like_the_spec_s(tmp_path: Pat
         load_spec(path, seeds=[-1])
 
 
+def test_a_multi_process_run_is_refused_before_anything_runs(tmp_path: Path, capsys) -> None:
+    text = "name: ddp\nseeds: [0]\nruns:\n  - {name: one}\n  - {name: two, trainer.devices: 2, trainer.strategy: ddp}\n"
+    path = _spec(tmp_path, text)
+    assert main(["batch", str(path), "--root", str(tmp_path / "logs")]) == 2
+    err = capsys.readouterr().err
+    assert "run 'two__seed0' (fit): trainer.devices=2 cannot run inside a batch" in err and "one__seed0" not in err
+    assert not (tmp_path / "logs").exists()
+
+
 def test_bad_config_key_names_the_key_and_the_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _spec(
         tmp_path,
