@@ -37,6 +37,7 @@ from medmnist_lit.data.arrays import read_digits, read_npz
 from medmnist_lit.data.fingerprint import folder_state, source_fingerprint, unchanged_folder_fingerprint, zip_digest
 from medmnist_lit.data.imageset import ImageSet
 from medmnist_lit.data.layout import DataError, check_options, source_kind
+from medmnist_lit.data.serving import dataset_key, served
 from medmnist_lit.data.sources import decode_files
 from medmnist_lit.utils.processes import UNLOCKED_STALE_SECONDS, abandoned, claim, release
 
@@ -288,12 +289,16 @@ def load_dataset(
 
     Returns:
         The images (a read-only memory map for cached sources), labels, class names and ids; ``meta`` holds
-        ``kind``, ``cache_path``, ``from_cache`` and ``skipped``.
+        ``kind``, ``cache_path``, ``from_cache`` and ``skipped``. Inside :func:`~medmnist_lit.data.serving.serving`
+        the dataset registered for these arguments, as it is.
 
     Raises:
         DataError: The source is missing, of an unknown type, or malformed (the message says which file).
     """
     check_options(channels, image_size)
+    ready = served(dataset_key(source, channels, image_size, skip_bad))  # a Ray task's, from the object store
+    if ready is not None:
+        return ready
     if source is None:
         return read_digits(channels=channels, image_size=image_size)
     path = Path(source).expanduser()

@@ -16,13 +16,21 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from datagen import make_image_folder
 
+from medmnist_lit.batch.ray_executor import put_datasets
+from medmnist_lit.batch.spec import Run
+from medmnist_lit.batch.worker import Task
 from medmnist_lit.cli import main
-from medmnist_lit.utils.ray_runtime import LOCAL_ENV
+from medmnist_lit.data.cache import load_dataset
+from medmnist_lit.data.serving import dataset_key, serving
+from medmnist_lit.utils.ray_runtime import LOCAL_ENV, puts_made
 
 os.environ.update(LOCAL_ENV)  # before Ray is imported: it reads them then (loopback only, no usage reports)
 ray = pytest.importorskip("ray")
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import a test module
 if not sys.platform.startswith("linux"):
     pytest.skip("finds Ray's worker processes in /proc", allow_module_level=True)
 
@@ -142,7 +150,9 @@ def _run_dir_of(pid: int) -> str | None:
 
 
 def test_batch_on_ray_equals_the_local_executor(cluster: str, local: Path, tmp_path: Path) -> None:
+    puts = puts_made()
     assert main(["batch", *OPTIMIZERS, "--root", str(tmp_path), "--executor", "ray"]) == 0
+    assert puts_made() - puts == 1  # five runs on one dataset (the demo): put in the object store once
     batch = tmp_path / "optimizers"
     records = _records(batch)
     assert sorted(records) == RUNS
@@ -220,3 +230,72 @@ def test_sigkill_of_the_driver_then_the_same_command_resumes(cluster: str, local
     for name, record in before.items():
         assert after[name] == record, f"{name} was finished before the kill and must not run again"
     _assert_same_results(batch, local)
+
+
+def _run(name: str, data: dict) -> Task:
+    run = Run(name=name, variant=name, seed=0, command="fit", config={"data": data}, varied={})
+    return Task(run=run, run_dir=f"/nonexistent/{name}")
+
+
+def _load_remotely(source: str, cache_dir: str, key=None, data=None) -> tuple[dict, list[str]]:
+    """In a Ray task: what load_dataset gives (served ``data`` under ``key`` if given), and what is in ``cache_dir``."""
+    with serving({key: data} if key is not None else {}):
+        got = load_dataset(source, cache_dir=cache_dir)
+    arrays = {"images": got.images, "labels": got.labels, "ids": got.ids}
+    return {**arrays, "writeable": got.images.flags.writeable}, sorted(os.listdir(cache_dir))
+
+
+def test_each_dataset_is_put_once_and_a_task_is_served_it_without_the_cache(cluster: str, tmp_path: Path) -> None:
+    source = make_image_folder(tmp_path / "images", {"a": 3, "b": 2})
+    tasks = [  # two runs on one dataset (other cache dirs, other options), one on another, one that cannot load
+        _run("one", {"source": str(source), "cache_dir": str(tmp_path / "c1"), "subset": 4}),
+        _run("two", {"source": str(source), "cache_dir": str(tmp_path / "c2"), "split": "kfold"}),
+        _run("rgb", {"source": str(source), "channels": 3}),
+        _run("bad", {"source": str(tmp_path / "missing")}),
+    ]
+    puts = puts_made()
+    refs = put_datasets(tasks)
+    assert puts_made() - puts == 2
+    key = dataset_key(source)
+    assert set(refs) == {key, dataset_key(source, channels=3)}
+    want = load_dataset(source, cache_dir=tmp_path / "c1")
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    remote = ray.remote(_load_remotely)
+    got, listing = ray.get(remote.remote(str(source), str(empty), key, refs[key]))
+    assert listing == []  # neither decoded nor read from a cache: served from the object store
+    assert not got["writeable"]  # Ray's read-only mapping of the object store, not a copy
+    for name in ("images", "labels", "ids"):
+        np.testing.assert_array_equal(got[name], getattr(want, name))
+    _, listing = ray.get(remote.remote(str(source), str(empty)))  # not served: the task decodes into its cache
+    assert listing
+
+
+def test_a_batch_on_ray_reads_its_dataset_from_the_object_store_only(
+    cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import medmnist_lit.batch.ray_executor as executor
+
+    source = make_image_folder(tmp_path / "images", {"a": 12, "b": 12})
+    cache = tmp_path / "cache"
+
+    def put_then_empty_the_cache(tasks: list[Task]) -> dict:
+        refs = executor_put(tasks)
+        shutil.rmtree(cache)  # a task that decoded or read the cache now would leave an entry here
+        cache.mkdir()
+        return refs
+
+    executor_put = executor.put_datasets
+    monkeypatch.setattr(executor, "put_datasets", put_then_empty_the_cache)
+    spec = tmp_path / "two.yaml"
+    data = f"{{source: {source}, cache_dir: {cache}}}"
+    spec.write_text(
+        f"name: two\nseeds: [0, 1]\nbase: {{data: {data}, model: {{head: mlp}}, trainer: {{max_epochs: 1}}}}\n"
+    )
+    puts = puts_made()
+    assert main(["batch", str(spec), "--root", str(tmp_path), "--executor", "ray"]) == 0
+    assert puts_made() - puts == 1
+    records = _records(tmp_path / "two")
+    assert sorted(records) == ["base__seed0", "base__seed1"] and all(r["status"] == "ok" for r in records.values())
+    assert list(cache.iterdir()) == []
