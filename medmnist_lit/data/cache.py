@@ -37,7 +37,7 @@ from medmnist_lit.data.arrays import read_digits, read_npz
 from medmnist_lit.data.fingerprint import folder_state, source_fingerprint, unchanged_folder_fingerprint, zip_digest
 from medmnist_lit.data.imageset import ImageSet
 from medmnist_lit.data.layout import DataError, check_options, source_kind
-from medmnist_lit.data.serving import dataset_key, served
+from medmnist_lit.data.serving import dataset_key, served, serving_any
 from medmnist_lit.data.sources import decode_files
 from medmnist_lit.utils.processes import UNLOCKED_STALE_SECONDS, abandoned, claim, release
 
@@ -296,9 +296,10 @@ def load_dataset(
         DataError: The source is missing, of an unknown type, or malformed (the message says which file).
     """
     check_options(channels, image_size)
-    ready = served(dataset_key(source, channels, image_size, skip_bad))  # a Ray task's, from the object store
-    if ready is not None:
-        return ready
+    if serving_any():  # a Ray task's dataset, from the object store
+        ready = served(dataset_key(source, channels, image_size, skip_bad))
+        if ready is not None:
+            return ready
     if source is None:
         return read_digits(channels=channels, image_size=image_size)
     path = Path(source).expanduser()

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from medmnist_lit.data.imageset import ImageSet
 
-__all__ = ["DatasetKey", "dataset_key", "served", "serving"]
+__all__ = ["DatasetKey", "dataset_key", "served", "serving", "serving_any"]
 
-#: ``(resolved source path or None for the demo, channels, image_size, skip_bad)``: what decides a loaded dataset.
+#: ``(absolute source path or None for the demo, channels, image_size, skip_bad)``: what decides a loaded dataset.
 DatasetKey = tuple[str | None, int, int | None, bool]
 
 _served: dict[DatasetKey, ImageSet] = {}
@@ -26,7 +26,8 @@ def dataset_key(
     source: str | os.PathLike[str] | None, channels: int = 1, image_size: int | None = None, skip_bad: bool = False
 ) -> DatasetKey:
     """The key of what ``load_dataset(source, channels=, image_size=, skip_bad=)`` loads (whatever the cache dir)."""
-    path = None if source is None else str(Path(source).expanduser().resolve())
+    # absolute, not resolved: a broken link or a symlink loop is load_dataset's to report, with its remedy
+    path = None if source is None else os.path.abspath(Path(source).expanduser())
     return path, int(channels), None if image_size is None else int(image_size), bool(skip_bad)
 
 
@@ -46,3 +47,8 @@ def serving(datasets: Mapping[DatasetKey, ImageSet]) -> Iterator[None]:
         for key in datasets:
             _served.pop(key, None)
         _served.update(saved)
+
+
+def serving_any() -> bool:
+    """Whether any dataset is registered (outside a Ray task: never, so ``load_dataset`` skips the lookup)."""
+    return bool(_served)
