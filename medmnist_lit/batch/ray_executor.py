@@ -13,15 +13,12 @@ dashboard, no usage statistics) and stopped with it; with one the batch joins th
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from medmnist_lit.batch.worker import Task, execute
 from medmnist_lit.data.cache import load_dataset
@@ -84,7 +81,7 @@ def put_datasets(tasks: list[Task]) -> dict[DatasetKey, Any]:
             log.debug("not serving %s through the object store: %s", source or "the digits demo", err)
             continue
         # plain arrays, not the cache's memory map: the object store holds the bytes, tasks map them
-        refs[key] = put(dataclasses.replace(data, images=np.asarray(data.images), labels=np.asarray(data.labels)))
+        refs[key] = put(data.plain())
         log.info("%s: %d images in Ray's object store for the runs", source or "the digits demo", len(data))
     return refs
 

@@ -11,7 +11,6 @@ order, as the local engine does.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -19,8 +18,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from medmnist_lit.cv.folds import TrainerRecipe
 from medmnist_lit.data.fold import Fold
@@ -68,8 +65,7 @@ class ChunkJob:
 
 def loaded_data(datamodule: Any) -> LoadedData:
     """The loaded data of ``datamodule``; a memory-mapped cache is read into plain arrays for the object store."""
-    data = datamodule.dataset
-    data = dataclasses.replace(data, images=np.asarray(data.images), labels=np.asarray(data.labels))
+    data = datamodule.dataset.plain()
     external = datamodule.external if getattr(datamodule, "test_source", None) else None
     return LoadedData(data, datamodule.split, external, datamodule.fingerprint)
 

@@ -70,6 +70,10 @@ class ImageSet:
         counts = np.bincount(np.asarray(self.labels), minlength=len(self.class_names)).tolist()
         return dict(zip(self.class_names, counts, strict=True))
 
+    def plain(self) -> ImageSet:
+        """The same samples with plain arrays instead of the cache's memory maps (for Ray's object store)."""
+        return replace(self, images=np.asarray(self.images), labels=np.asarray(self.labels))
+
     def take(self, index: np.ndarray) -> ImageSet:
         """Return the samples at ``index`` (loaded into memory)."""
         index = np.asarray(index)
