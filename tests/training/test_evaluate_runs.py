@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cliruns import run_in
 from tbevents import scalars
 
 from medmnist_lit.cli import main
@@ -21,10 +22,7 @@ FAST = ["--trainer.max_epochs", "1", "--data.batch_size", "128", "--trainer.logg
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One short fit of the digits demo; its run directory."""
     cwd = tmp_path_factory.mktemp("fit")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(cwd)
-        mp.setenv("MEDMNIST_LIT_CACHE", str(cwd / "cache"))
-        assert main(["fit", *FAST, "--trainer.enable_progress_bar", "false"]) == 0
+    run_in(cwd, ["fit", *FAST, "--trainer.enable_progress_bar", "false"])
     return cwd / "lightning_logs" / "t" / "version_0"
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from cliruns import run_in
 from tbevents import plugin_tags, scalars
 
 from medmnist_lit.cli import main
@@ -23,11 +24,8 @@ FAST = ["--trainer.max_epochs", "3", "--data.batch_size", "64", "--trainer.logge
 def fitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One fit of the digits demo, shared by the tests that inspect its run directory."""
     cwd = tmp_path_factory.mktemp("fit")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(cwd)
-        mp.setenv("MEDMNIST_LIT_CACHE", str(cwd / "cache"))
-        args = ["--optimizer", "SGD", "--optimizer.lr", "0.05", "--optimizer.momentum", "0.9"]
-        assert main(["fit", *FAST, *args, "--data.test_fraction", "0.3", "--data.seed", "3"]) == 0
+    args = ["--optimizer", "SGD", "--optimizer.lr", "0.05", "--optimizer.momentum", "0.9"]
+    run_in(cwd, ["fit", *FAST, *args, "--data.test_fraction", "0.3", "--data.seed", "3"])
     return cwd / "lightning_logs" / "t" / "version_0"
 
 

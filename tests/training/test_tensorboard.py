@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cliruns import run_in
 from datagen import make_image_folder
 from tbevents import all_scalar_tags, columns, plugin_tags, runs, scalars, tensorboard_hparams
 
@@ -21,13 +22,10 @@ NOISE = ("_instantiator", "_class_path", "cache_dir", "eval_batch_size", "class_
 def fitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Adam with its betas, standardised pixels, two epochs, seeded 7."""
     cwd = tmp_path_factory.mktemp("fit")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(cwd)
-        mp.setenv("MEDMNIST_LIT_CACHE", str(cwd / "cache"))
-        args = ["--optimizer", "Adam", "--optimizer.lr", "0.01", "--optimizer.betas", "[0.8, 0.99]"]
-        args += ["--data.standardize", "true", "--trainer.max_epochs", "2", "--seed_everything", "7"]
-        args += ["--trainer.logger.init_args.name", "t", "--trainer.enable_progress_bar", "false"]
-        assert main(["fit", *args]) == 0
+    args = ["--optimizer", "Adam", "--optimizer.lr", "0.01", "--optimizer.betas", "[0.8, 0.99]"]
+    args += ["--data.standardize", "true", "--trainer.max_epochs", "2", "--seed_everything", "7"]
+    args += ["--trainer.logger.init_args.name", "t", "--trainer.enable_progress_bar", "false"]
+    run_in(cwd, ["fit", *args])
     return cwd / "lightning_logs"
 
 
