@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from procs import children
 
 from medmnist_lit.batch.spec import load_spec, parse_overrides, validate
 from medmnist_lit.cli import main
@@ -227,11 +228,6 @@ def test_report_rebuilds_identical_tables(reference: Path, tmp_path: Path, capsy
     assert main(["report", str(tmp_path)]) == 2 and "not a batch directory" in capsys.readouterr().err
 
 
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -251,7 +247,7 @@ def test_sigkill_mid_batch_then_resume_matches_uninterrupted(reference: Path, tm
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
         assert time.monotonic() < deadline, "no run finished in time"
         time.sleep(0.05)
-    workers = _children(proc.pid)  # the workers (and multiprocessing's resource tracker)
+    workers = children(proc.pid)  # the workers (and multiprocessing's resource tracker)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 10

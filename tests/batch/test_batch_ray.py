@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from datagen import make_image_folder
+from procs import descendants
 
 from medmnist_lit.batch.ray_executor import put_datasets
 from medmnist_lit.batch.spec import Run
@@ -45,22 +46,9 @@ TASK = "ray::_remote_execute"  # the process title of a Ray worker while it runs
 LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|\[::1\]|\[::ffff:127\.\d+\.\d+\.\d+\]):\d+$")
 
 
-def _descendants(pid: int) -> set[int]:
-    found, todo = set(), [pid]
-    while todo:
-        path = Path(f"/proc/{todo.pop()}/task")
-        for task in path.iterdir() if path.exists() else []:
-            with_children = task / "children"
-            for child in with_children.read_text().split() if with_children.exists() else []:
-                if int(child) not in found:
-                    found.add(int(child))
-                    todo.append(int(child))
-    return found
-
-
 def _ray_sockets() -> list[tuple[str, str, str]]:
     """(state, local, peer) of every TCP socket of this process's Ray processes (``ss``)."""
-    ours = _descendants(os.getpid())
+    ours = descendants(os.getpid())
     out = subprocess.run(["ss", "-Htanp"], capture_output=True, text=True, check=True).stdout
     sockets = []
     for line in out.splitlines():
@@ -128,7 +116,7 @@ def _assert_same_results(got: Path, want: Path) -> None:
 def _tasks() -> list[int]:
     """Pids of this module's Ray workers running one of our runs now."""
     pids = []
-    for pid in _descendants(os.getpid()):  # the module's Ray runs under this process
+    for pid in descendants(os.getpid()):  # the module's Ray runs under this process
         try:
             if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(TASK.encode()):
                 pids.append(pid)

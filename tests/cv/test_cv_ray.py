@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from procs import descendants
 
 from medmnist_lit.cli import main
 from medmnist_lit.cv.ray_folds import chunk_size
@@ -31,21 +32,9 @@ LOO = ["--data.split", "loo", "--data.subset", "12", "--data.test_fraction", "0"
 LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|\[::1\]|\[::ffff:127\.\d+\.\d+\.\d+\]|\*|0\.0\.0\.0):(\d+|\*)$")
 
 
-def _descendants(pid: int) -> set[int]:
-    found, todo = set(), [pid]
-    while todo:
-        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
-            children = task / "children"
-            for child in children.read_text().split() if children.exists() else []:
-                if int(child) not in found:
-                    found.add(int(child))
-                    todo.append(int(child))
-    return found
-
-
 def _ray_sockets() -> list[tuple[str, str]]:
     """(local, peer) of every TCP socket of the Ray processes this test process started (``ss``)."""
-    ours = _descendants(os.getpid())
+    ours = descendants(os.getpid())
     out = subprocess.run(["ss", "-Htanp"], capture_output=True, text=True, check=True).stdout
     lines = [line.split() for line in out.splitlines() if {int(p) for p in re.findall(r"pid=(\d+)", line)} & ours]
     return [(fields[3], fields[4]) for fields in lines]
