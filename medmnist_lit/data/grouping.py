@@ -18,19 +18,22 @@ GroupBy = Literal["duplicates", "near_duplicates"]
 def with_groups(data: ImageSet, groups: str | None, group_by: GroupBy | None) -> ImageSet:
     """``data`` with group codes that keep together images sharing any group: the source's, ``groups``, duplicates.
 
+    The near-duplicate clusters are always found and attached as ``near_clusters`` (they say which validation and
+    test samples have a twin in training, whatever the split groups).
+
     Args:
         data: The dataset (its ``groups``, if any, are kept).
         groups: CSV mapping sample id to a group (subject, patient).
         group_by: Also group exact duplicates (``duplicates``) or near-duplicates (``near_duplicates``).
     """
+    from medmnist_lit.splits.groups import near_duplicate_groups  # pulls in the thumbnail machinery
+
+    near = data.near_clusters if data.near_clusters is not None else near_duplicate_groups(data.images)
     sources: list[np.ndarray | None] = [data.groups]
     if groups is not None:
         sources.append(read_group_csv(groups, data.ids))
     if group_by == "duplicates":
         sources.append(exact_duplicate_groups(data.images))
     elif group_by == "near_duplicates":
-        from medmnist_lit.splits.groups import near_duplicate_groups  # pulls in the thumbnail machinery
-
-        sources.append(near_duplicate_groups(data.images))
-    merged = merge_groups(*sources)
-    return data if merged is data.groups else replace(data, groups=merged)
+        sources.append(near)
+    return replace(data, groups=merge_groups(*sources), near_clusters=near)

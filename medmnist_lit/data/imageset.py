@@ -24,6 +24,9 @@ class ImageSet:
         ids: Stable sample id per sample (a relative file path such as ``"CXR/000123.jpeg"``, or
             ``"train/000123"`` for ``.npz`` sources), shaped ``N``.
         groups: Optional group code per sample (subject, patient, duplicate cluster), shaped ``N``.
+        near_clusters: Optional near-duplicate cluster code per sample (Pearson r >= 0.98 of thumbnails, exact
+            copies included; :mod:`medmnist_lit.splits.near_duplicates`), shaped ``N``: which samples are twins of
+            one another, whatever the split groups; the leakage-stratified metrics read it.
         predefined: Optional official split per sample, coded by :data:`PREDEFINED_CODES`.
         source: Human-readable description of where the data came from.
         meta: Free-form extras (cache path, skipped files, ...); JSON-serialisable.
@@ -34,6 +37,7 @@ class ImageSet:
     class_names: tuple[str, ...]
     ids: np.ndarray
     groups: np.ndarray | None = None
+    near_clusters: np.ndarray | None = None
     predefined: np.ndarray | None = None
     source: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
@@ -44,7 +48,7 @@ class ImageSet:
             raise ValueError(
                 f"images must be uint8 shaped N×H×W or N×H×W×C, got {self.images.dtype} {self.images.shape}"
             )
-        for name in ("labels", "ids", "groups", "predefined"):
+        for name in ("labels", "ids", "groups", "near_clusters", "predefined"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"{name} has {len(value)} entries but there are {n} images")
@@ -83,6 +87,7 @@ class ImageSet:
             labels=self.labels[index],
             ids=self.ids[index],
             groups=None if self.groups is None else self.groups[index],
+            near_clusters=None if self.near_clusters is None else self.near_clusters[index],
             predefined=None if self.predefined is None else self.predefined[index],
         )
 
