@@ -67,3 +67,39 @@ def corrected_resampled_ttest(differences: Sequence[float], n_train: float, n_te
         return {"mean": mean, "t": math.inf if mean else math.nan, "p": 0.0 if mean else 1.0, "ci95": ci95, "n": j}
     t = mean / math.sqrt(var)
     return {"mean": mean, "t": t, "p": float(2 * stats.t.sf(abs(t), df=j - 1)), "ci95": ci95, "n": j}
+
+
+def mcnemar(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> dict[str, Any]:
+    """McNemar's test of two classifiers scored on the same samples, from each one's per-sample correctness.
+
+    Only the discordant samples count: ``a_only`` (A right, B wrong) and ``b_only`` (B right, A wrong). Under the
+    null of equal accuracy each discordant sample is a fair coin, so the exact p-value is the two-sided binomial
+    test of ``a_only`` successes in ``a_only + b_only`` trials at 1/2. ``chi2`` is the large-sample statistic with
+    Edwards' continuity correction, ``(|a_only − b_only| − 1)² / (a_only + b_only)`` (as R's ``mcnemar.test``).
+
+    Args:
+        correct_a: Whether model A classified each sample correctly.
+        correct_b: The same for model B, on the same samples in the same order.
+
+    Returns:
+        ``{"n", "a_only", "b_only", "p", "chi2", "p_chi2"}``: ``p`` exact, ``p_chi2`` from χ² with 1 degree of
+        freedom; with no discordant sample ``p`` and ``p_chi2`` are 1 and ``chi2`` is 0.
+    """
+    a = np.asarray(correct_a, dtype=bool)
+    b = np.asarray(correct_b, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"mcnemar needs two equally long 1-d sequences, got shapes {a.shape} and {b.shape}")
+    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
+    discordant = a_only + b_only
+    if discordant == 0:
+        return {"n": len(a), "a_only": 0, "b_only": 0, "p": 1.0, "chi2": 0.0, "p_chi2": 1.0}
+    p = float(stats.binomtest(a_only, discordant, 0.5).pvalue)
+    chi2 = (abs(a_only - b_only) - 1) ** 2 / discordant
+    return {
+        "n": len(a),
+        "a_only": a_only,
+        "b_only": b_only,
+        "p": p,
+        "chi2": chi2,
+        "p_chi2": float(stats.chi2.sf(chi2, 1)),
+    }
