@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from medmnist_lit.batch.selection import mcnemar_rows, mcnemar_table, select, selection_lines
 from medmnist_lit.batch.spec import display
 from medmnist_lit.utils.dotted import get_dotted
 from medmnist_lit.utils.files import read_json, write_text
@@ -50,8 +51,12 @@ METRIC_COLUMNS = (
     "val/acc",
     "val/acc_std",
     "val/loss",
+    "val/without_twin/acc",
+    "val/leak_inflation",
     "test/acc",
     "test/loss",
+    "test/without_twin/acc",
+    "test/majority_acc",
     "oof/acc",
     "n_folds",
     "n_train",
@@ -60,6 +65,8 @@ METRIC_COLUMNS = (
     "epochs",
 )
 _COUNTS = ("n_folds", "n_train", "n_val", "n_test", "epochs")
+#: Leakage and baseline scores the per-variant table shows next to the accuracies, where records have them.
+_HONEST = ("val/without_twin/acc", "val/leak_inflation", "test/without_twin/acc", "test/majority_acc")
 
 
 def load(directory: str | Path) -> tuple[dict[str, Any], list[dict[str, Any] | None]]:
@@ -130,13 +137,16 @@ def _mean_std(values: list[float], digits: int = 4, spread: bool = True) -> str:
 
 
 def variant_rows(batch: dict[str, Any], records: list[dict[str, Any] | None]) -> tuple[list[str], list[dict]]:
-    """Columns and one row per variant: mean ± std over its seeds of the metric, train/val/test accuracy, cost."""
+    """Columns and one row per variant: mean ± std over its seeds of the metric, train/val/test accuracy, cost.
+
+    With two or more scored variants, ``selected`` marks the one the batch's metric picks (:mod:`.selection`).
+    """
     metric = batch["metric"]
-    scores = [
-        c for c in dict.fromkeys([metric, "train/acc", "val/acc", "test/acc"]) if c in metric_columns(batch, records)
-    ]
+    present_columns = metric_columns(batch, records)
+    scores = [c for c in dict.fromkeys([metric, "train/acc", "val/acc", "test/acc", *_HONEST]) if c in present_columns]
     present = {k for r in records for k in _metrics(r)}
-    columns = ["variant", "command", *batch["varied_keys"], "runs ok", *scores]
+    chosen = select(batch, records)
+    columns = ["variant", "command", *batch["varied_keys"], "runs ok", *(["selected"] if chosen else []), *scores]
     columns += ["train − val acc"] if {"train/acc", "val/acc"} <= present else []
     columns += ["fold std (val/acc)"] if "val/acc_std" in present else []
     columns += ["n_train", "epochs", "seconds/run"]
@@ -146,6 +156,7 @@ def variant_rows(batch: dict[str, Any], records: list[dict[str, Any] | None]) ->
         ok = [_metrics(rec) for _, rec in runs if rec and rec.get("status") == "ok"]
         first = runs[0][0]
         row: dict[str, Any] = {"variant": variant, "command": first["command"], "runs ok": f"{len(ok)}/{len(runs)}"}
+        row["selected"] = "yes" if chosen and chosen.winner == variant else ""
         row.update(_settings(first, batch["varied_keys"]))
         row.update({c: _mean_std([m[c] for m in ok if c in m]) for c in scores})
         if "train − val acc" in columns:
@@ -284,6 +295,28 @@ def _signed(value: float) -> str:
     return "–" if math.isnan(value) else f"{value:+.4f}"
 
 
+def _selection_md(directory: Path, batch: dict[str, Any], records: list[dict | None]) -> list[str]:
+    """The winner's selection and test scores, and McNemar tests against it on the shared test split."""
+    chosen = select(batch, records)
+    if chosen is None:
+        return []
+    lines = selection_lines(chosen)
+    if math.isnan(chosen.test):
+        return lines
+    rows = mcnemar_rows(directory, batch, records, chosen.winner, SPLIT_KEYS)
+    lines += [f"### McNemar test against `{chosen.winner}` on the shared test split", ""]
+    if not rows:
+        return [*lines, "No other variant has a finished run with the winner's seeds.", ""]
+    lines += [
+        "Per shared seed, from both runs' `test_predictions.csv`: the test samples only one of the two models "
+        "classifies correctly, and the exact two-sided p-value (not corrected for the number of comparisons).",
+        "",
+        *_md_table(*mcnemar_table(rows, chosen.winner)),
+        "",
+    ]
+    return lines
+
+
 def markdown(directory: Path, batch: dict[str, Any], records: list[dict | None], figures: Sequence[str]) -> str:
     """``results.md``: per-variant table, paired comparison, per-run table, failures and figures."""
     statuses = [(r or {}).get("status", "pending") for r in records]
@@ -294,6 +327,7 @@ def markdown(directory: Path, batch: dict[str, Any], records: list[dict | None],
     if batch.get("overrides"):
         lines += ["Overrides: " + " ".join(f"`--{k} {display(v)}`" for k, v in batch["overrides"].items()), ""]
     lines += ["## Variants (mean ± std over seeds)", "", *_md_table(*_md_rows(*variant_rows(batch, records))), ""]
+    lines += _selection_md(directory, batch, records)
     rows = comparisons(directory, batch, records)
     if rows:
         lines += [f"## Paired comparison with `{batch['baseline']}`", ""]

@@ -1,0 +1,239 @@
+"""Selection-aware reporting: the variant a batch picks by its metric, that winner's test score, and McNemar tests.
+
+A batch ranks its variants by the mean over seeds of its metric (``batch["metric"]``, from the spec): a metric
+whose name ends in ``loss`` is minimised, every other one maximised (:func:`lower_is_better`, the one rule). The
+best of several validation scores is optimistic, because picking the maximum also picks the luckiest noise. The
+winner's score on the held-out test split (the metric's ``test/`` twin, which took no part in the choice) is the
+unbiased estimate of the selected model; the optimism is the selection score minus that test score (signed so
+that positive means "looked better than it is"), told apart from a general validation−test gap by the mean gap
+of the other variants. This "select on validation, report the winner's held-out test score" procedure is the
+report's estimate of "tune then train"; nested cross-validation is not run.
+
+McNemar: every variant that shares the winner's test split (same :data:`~medmnist_lit.batch.report.SPLIT_KEYS`
+values and the same seed) is compared with it sample by sample from both runs' ``test_predictions.csv``
+(columns ``index,id,label,predicted``).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medmnist_lit.utils.dotted import get_dotted
+from medmnist_lit.utils.stats import mcnemar
+
+__all__ = [
+    "PREDICTIONS",
+    "Selection",
+    "lower_is_better",
+    "mcnemar_rows",
+    "mcnemar_table",
+    "select",
+    "selection_lines",
+    "twin_of",
+]
+
+#: Per-sample test predictions a run directory (or a cv run root, for its fold ensemble) writes.
+PREDICTIONS = "test_predictions.csv"
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether smaller values of ``metric`` are better: losses (``val/loss``, ``test/loss``), nothing else."""
+    return metric.rsplit("/", 1)[-1].endswith("loss")
+
+
+def twin_of(metric: str) -> str:
+    """The test-split metric of the same quantity (``val/acc`` → ``test/acc``, ``oof/loss`` → ``test/loss``)."""
+    return "test/" + metric.split("/", 1)[1]
+
+
+@dataclass
+class Selection:
+    """The variant a batch picks by its metric and how its selection score compares with its test score."""
+
+    winner: str
+    metric: str
+    twin: str
+    score: float
+    test: float
+    optimism: float
+    other_gap: float
+    n_variants: int
+    n_seeds: int
+
+    @property
+    def lower(self) -> bool:
+        """Whether the metric is minimised."""
+        return lower_is_better(self.metric)
+
+
+def _ok(records: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
+    return [r for r in records if r and r.get("status") == "ok"]
+
+
+def _mean(records: list[dict[str, Any]], key: str) -> float:
+    values = [r["metrics"][key] for r in records if not math.isnan(r.get("metrics", {}).get(key, math.nan))]
+    return float(np.mean(values)) if values else math.nan
+
+
+def select(batch: dict[str, Any], records: list[dict[str, Any] | None]) -> Selection | None:
+    """The best variant by the mean over its finished seeds of the batch's metric; ``None`` with fewer than two.
+
+    Ties go to the variant declared first. ``test``, ``optimism`` and ``other_gap`` are NaN without a test split.
+    """
+    metric = batch["metric"]
+    twin = twin_of(metric)
+    sign = -1.0 if lower_is_better(metric) else 1.0
+    by_variant: dict[str, list[dict[str, Any]]] = {}
+    for run, record in zip(batch["runs"], records, strict=True):
+        by_variant.setdefault(run["variant"], []).extend(_ok([record]))
+    scores = {v: _mean(by_variant.get(v, []), metric) for v in batch["variants"]}
+    scores = {v: s for v, s in scores.items() if not math.isnan(s)}
+    if len(scores) < 2:
+        return None
+    winner = max(scores, key=lambda v: sign * scores[v])  # max keeps the first of equal scores
+    gaps = {v: sign * (scores[v] - _mean(by_variant[v], twin)) for v in scores}
+    others = [g for v, g in gaps.items() if v != winner and not math.isnan(g)]
+    winner_runs = [r for r in by_variant[winner] if metric in r.get("metrics", {})]
+    return Selection(
+        winner=winner,
+        metric=metric,
+        twin=twin,
+        score=scores[winner],
+        test=_mean(winner_runs, twin),
+        optimism=gaps[winner],
+        other_gap=float(np.mean(others)) if others else math.nan,
+        n_variants=len(scores),
+        n_seeds=len(winner_runs),
+    )
+
+
+def selection_lines(selection: Selection) -> list[str]:
+    """The ``results.md`` section on the winner: its selection and test scores and the optimism, in words."""
+    s = selection
+    better = "lower" if s.lower else "higher"
+    lines = ["## Selection", ""]
+    head = (
+        f"`{s.winner}` has the best mean `{s.metric}` ({better} is better) of {s.n_variants} variants: "
+        f"**{s.score:.4f}** over {s.n_seeds} seed(s)"
+    )
+    if s.metric.startswith("test/"):
+        return [
+            *lines,
+            f"{head}. The batch's metric is a test metric, so the test split chose the winner and its test score is "
+            "biased upwards like any selection score: set the spec's `metric` to a `val/` metric (e.g. `val/acc`) to "
+            "keep the test split for an unbiased estimate.",
+            "",
+        ]
+    if math.isnan(s.test):
+        return [
+            *lines,
+            f"{head}. This batch has no test split, so nothing estimates the winner without the optimism of picking "
+            "the best validation score: rerun with `--data.test_fraction 0.2` (or set `data.test_fraction` in the "
+            "spec's `base`) to hold out a test split.",
+            "",
+        ]
+    lines.append(
+        f"{head}; its `{s.twin}` on the held-out test split is **{s.test:.4f}**: "
+        f"optimism {s.optimism:+.4f} (how much better the selection score looks than the test score)."
+    )
+    if not math.isnan(s.other_gap):
+        lines.append(
+            f"The other variants' mean validation − test gap is {s.other_gap:+.4f}, so {s.optimism - s.other_gap:+.4f} "
+            "of the winner's optimism comes from picking it, the rest from a gap every variant has."
+        )
+    lines += [
+        "",
+        f"The test split took no part in the choice, so {s.test:.4f} is the unbiased estimate of the selected "
+        f"model. Report it, not {s.score:.4f}: selecting on validation and reporting the winner's held-out test "
+        'score is this report\'s estimate of "tune, then train" (nested cross-validation is not run).',
+        "",
+    ]
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------- McNemar
+def _predictions(path: Path) -> dict[int, tuple[int, int]] | None:
+    """``index → (label, predicted)`` of a ``test_predictions.csv``, or ``None`` where the file is missing."""
+    if not path.is_file():
+        return None
+    with path.open(newline="") as handle:
+        return {int(r["index"]): (int(r["label"]), int(r["predicted"])) for r in csv.DictReader(handle)}
+
+
+def mcnemar_rows(
+    directory: str | Path,
+    batch: dict[str, Any],
+    records: list[dict[str, Any] | None],
+    winner: str,
+    split_keys: tuple[str, ...],
+) -> list[dict[str, Any]]:
+    """McNemar test of the winner against each variant on the same test split, one row per shared seed.
+
+    A row holds ``variant``, ``seed``, the counts and p-values of :func:`~medmnist_lit.utils.stats.mcnemar`
+    (A = the winner) and both accuracies, or a ``note`` saying why there is no test (a missing file, test sets
+    that differ).
+    """
+    directory = Path(directory)
+    ok = [(run, rec) for run, rec in zip(batch["runs"], records, strict=True) if rec and rec.get("status") == "ok"]
+    mine = {run["seed"]: (run, rec) for run, rec in ok if run["variant"] == winner}
+    rows: list[dict[str, Any]] = []
+    for variant in batch["variants"]:
+        if variant == winner:
+            continue
+        for run, rec in ok:
+            if run["variant"] != variant or run["seed"] not in mine:
+                continue
+            row: dict[str, Any] = {"variant": variant, "seed": run["seed"], "note": ""}
+            w_run, w_rec = mine[run["seed"]]
+            differs = [k for k in split_keys if get_dotted(rec["config"], k) != get_dotted(w_rec["config"], k)]
+            if differs:
+                rows.append({**row, "note": f"other test split ({differs[0]} differs)"})
+                continue
+            # the run's folder in this batch directory, not record["run_dir"], so a moved batch still finds them
+            a, b = (
+                _predictions(directory / w_run["name"] / PREDICTIONS),
+                _predictions(directory / run["name"] / PREDICTIONS),
+            )
+            missing = [r["name"] for r, p in ((w_run, a), (run, b)) if p is None]
+            if missing or a is None or b is None:
+                rows.append({**row, "note": f"{PREDICTIONS} missing in {', '.join(missing)}"})
+                continue
+            if a.keys() != b.keys() or any(a[i][0] != b[i][0] for i in a):
+                rows.append({**row, "note": "the two test sets differ (indices or labels)"})
+                continue
+            order = sorted(a)
+            right_a = [a[i][0] == a[i][1] for i in order]
+            right_b = [b[i][0] == b[i][1] for i in order]
+            row.update(mcnemar(right_a, right_b))
+            row.update(acc_winner=float(np.mean(right_a)), acc_variant=float(np.mean(right_b)))
+            rows.append(row)
+    return rows
+
+
+def mcnemar_table(rows: list[dict[str, Any]], winner: str) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted cells of :func:`mcnemar_rows` for a Markdown table."""
+    header = ["variant", "seed", "n", f"only {winner} right", "only variant right", f"acc {winner}", "acc variant"]
+    cells: list[list[str]] = []
+    for row in rows:
+        if row["note"]:
+            cells.append([row["variant"], str(row["seed"]), "–", row["note"], "", "", "", ""])
+            continue
+        cells.append(
+            [
+                row["variant"],
+                str(row["seed"]),
+                str(row["n"]),
+                str(row["a_only"]),
+                str(row["b_only"]),
+                f"{row['acc_winner']:.4f}",
+                f"{row['acc_variant']:.4f}",
+                f"{row['p']:.3g}",
+            ]
+        )
+    return [*header, "p (exact)"], cells
