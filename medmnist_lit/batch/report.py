@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from medmnist_lit.batch.selection import mcnemar_rows, mcnemar_table, select, selection_lines
+from medmnist_lit.batch.selection import PREDICTIONS, mcnemar_rows, mcnemar_table, per_seed, select, selection_lines
 from medmnist_lit.batch.spec import display
 from medmnist_lit.utils.dotted import get_dotted
 from medmnist_lit.utils.files import read_json, write_text
@@ -300,13 +300,22 @@ def _selection_md(directory: Path, batch: dict[str, Any], records: list[dict | N
     chosen = select(batch, records)
     if chosen is None:
         return []
-    lines = selection_lines(chosen)
+    lines = selection_lines(chosen, per_seed(batch, records, SPLIT_KEYS))
     if math.isnan(chosen.test):
         return lines
     rows = mcnemar_rows(directory, batch, records, chosen.winner, SPLIT_KEYS)
     lines += [f"### McNemar test against `{chosen.winner}` on the shared test split", ""]
     if not rows:
         return [*lines, "No other variant has a finished run with the winner's seeds.", ""]
+    if all(row["note"].startswith(PREDICTIONS) for row in rows):
+        missing = sorted({name for row in rows for name in row["note"].split(" missing in ")[1].split(", ")})
+        return [
+            *lines,
+            f"No test: `{PREDICTIONS}` is missing in {len(missing)} runs ({', '.join(missing[:3])}"
+            f"{', …' if len(missing) > 3 else ''}); runs made before fit and cv wrote it lack it, so rerun the batch "
+            "into a new `--root` to get one.",
+            "",
+        ]
     lines += [
         "Per shared seed, from both runs' `test_predictions.csv`: the test samples only one of the two models "
         "classifies correctly, and the exact two-sided p-value (not corrected for the number of comparisons).",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from medmnist_lit.utils.dotted import get_dotted
-from medmnist_lit.utils.stats import mcnemar
+from medmnist_lit.utils.stats import describe, mcnemar
 
 __all__ = [
     "PREDICTIONS",
@@ -76,8 +77,12 @@ def _ok(records: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
     return [r for r in records if r and r.get("status") == "ok"]
 
 
+def _value(record: dict[str, Any], key: str) -> float:
+    return float((record.get("metrics") or {}).get(key, math.nan))
+
+
 def _mean(records: list[dict[str, Any]], key: str) -> float:
-    values = [r["metrics"][key] for r in records if not math.isnan(r.get("metrics", {}).get(key, math.nan))]
+    values = [v for v in (_value(r, key) for r in records) if not math.isnan(v)]
     return float(np.mean(values)) if values else math.nan
 
 
@@ -99,7 +104,7 @@ def select(batch: dict[str, Any], records: list[dict[str, Any] | None]) -> Selec
     winner = max(scores, key=lambda v: sign * scores[v])  # max keeps the first of equal scores
     gaps = {v: sign * (scores[v] - _mean(by_variant[v], twin)) for v in scores}
     others = [g for v, g in gaps.items() if v != winner and not math.isnan(g)]
-    winner_runs = [r for r in by_variant[winner] if metric in r.get("metrics", {})]
+    winner_runs = [r for r in by_variant[winner] if not math.isnan(_value(r, metric))]
     return Selection(
         winner=winner,
         metric=metric,
@@ -113,8 +118,45 @@ def select(batch: dict[str, Any], records: list[dict[str, Any] | None]) -> Selec
     )
 
 
-def selection_lines(selection: Selection) -> list[str]:
-    """The ``results.md`` section on the winner: its selection and test scores and the optimism, in words."""
+def per_seed(
+    batch: dict[str, Any], records: list[dict[str, Any] | None], split_keys: Sequence[str]
+) -> tuple[list[tuple[Any, str, float]], str]:
+    """Select within each seed, score that seed's winner on its own test split: "tune, then train" as a procedure.
+
+    Each seed draws its own split, shared by every variant when they agree on ``split_keys``; picking on that
+    seed's validation metric and reading the winner's test score of the same seed repeats the whole procedure
+    once per seed (a repeated hold-out stand-in for nested cross-validation).
+
+    Returns:
+        ``(seed, winner, test score)`` for each seed with two or more scored variants, and a note that says why
+        there are none where variants do not share splits (empty otherwise).
+    """
+    metric, twin = batch["metric"], twin_of(batch["metric"])
+    sign = -1.0 if lower_is_better(metric) else 1.0
+    rank = {v: i for i, v in enumerate(batch["variants"])}
+    runs = [
+        (run, rec)
+        for run, rec in zip(batch["runs"], records, strict=True)
+        if rec and rec.get("status") == "ok" and not math.isnan(_value(rec, metric) + _value(rec, twin))
+    ]
+    configs = [rec.get("config") or {} for _, rec in runs]
+    for key in split_keys:
+        if len({repr(get_dotted(c, key)) for c in configs}) > 1:
+            return [], f"the variants differ in {key}, so a seed's runs do not share one test split"
+    rows = []
+    for seed in batch["seeds"]:
+        mine = sorted(((run, rec) for run, rec in runs if run["seed"] == seed), key=lambda p: rank[p[0]["variant"]])
+        if len(mine) >= 2:
+            run, rec = max(mine, key=lambda p: sign * _value(p[1], metric))  # the first declared of equal scores
+            rows.append((seed, run["variant"], _value(rec, twin)))
+    return rows, ""
+
+
+def selection_lines(selection: Selection, procedure: tuple[list[tuple[Any, str, float]], str] = ([], "")) -> list[str]:
+    """The ``results.md`` section on the winner: its selection and test scores and the optimism, in words.
+
+    ``procedure`` is :func:`per_seed`'s answer; with two or more seeds it adds the procedure's estimate.
+    """
     s = selection
     better = "lower" if s.lower else "higher"
     lines = ["## Selection", ""]
@@ -154,6 +196,18 @@ def selection_lines(selection: Selection) -> list[str]:
         'score is this report\'s estimate of "tune, then train" (nested cross-validation is not run).',
         "",
     ]
+    rows, note = procedure
+    if len(rows) >= 2:
+        d = describe([test for _, _, test in rows])
+        winners = ", ".join(f"{seed}: {variant}" for seed, variant, _ in rows)
+        lines += [
+            f"As a procedure, picking the best `{s.metric}` within each seed and scoring that seed's winner on the "
+            f"seed's own test split gives `{s.twin}` **{d['mean']:.4f} ± {d['std']:.4f}** over {d['n']} seeds "
+            f"(winners by seed: {winners}), the spread from seed to seed included.",
+            "",
+        ]
+    elif note:
+        lines += [f"No per-seed estimate of the procedure: {note}.", ""]
     return lines
 
 

@@ -122,6 +122,7 @@ def test_a_loss_is_minimised_and_a_batch_without_test_split_says_how_to_get_one(
     md = (tmp_path / "results.md").read_text()
     # a: val/loss 0.1, test/loss 0.2 → optimism +0.1 (the test loss is higher than the selection loss)
     assert "`a` has the best mean `val/loss` (lower is better)" in md and "is **0.2000**: optimism +0.1000" in md
+    assert "No test: `test_predictions.csv` is missing in 2 runs (a__seed0, b__seed0)" in md
 
     bare = tmp_path / "bare"
     bare.mkdir()
@@ -139,3 +140,17 @@ def test_selecting_on_a_test_metric_is_called_biased(tmp_path: Path) -> None:
     write_tables(tmp_path)
     md = (tmp_path / "results.md").read_text()
     assert "`b` has the best mean `test/acc`" in md and "biased upwards" in md and "unbiased estimate of" not in md
+
+
+def test_selection_within_each_seed_estimates_the_procedure(tmp_path: Path) -> None:
+    scores = {("a", 0): (0.90, 0.85), ("b", 0): (0.95, 0.88), ("a", 1): (0.94, 0.90), ("b", 1): (0.93, 0.86)}
+    _batch(tmp_path, "val/acc", {key: (_scores(*s), HOLDOUT) for key, s in scores.items()})
+    write_tables(tmp_path)
+    md = (tmp_path / "results.md").read_text()
+    # b wins on the mean (0.94 vs 0.92); per seed b (test 0.88) then a (test 0.90): 0.89 ± 0.0141
+    assert "`test/acc` **0.8900 ± 0.0141** over 2 seeds (winners by seed: 0: b, 1: a)" in md
+
+
+def test_no_procedure_estimate_where_seeds_do_not_share_a_test_split(selected: Path) -> None:
+    md = (selected / "results.md").read_text()
+    assert "No per-seed estimate of the procedure: the variants differ in data.split" in md
