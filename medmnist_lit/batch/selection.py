@@ -7,7 +7,9 @@ winner's score on the held-out test split (the metric's ``test/`` twin, which to
 unbiased estimate of the selected model; the optimism is the selection score minus that test score (signed so
 that positive means "looked better than it is"), told apart from a general validation−test gap by the mean gap
 of the other variants. This "select on validation, report the winner's held-out test score" procedure is the
-report's estimate of "tune then train"; nested cross-validation is not run.
+report's estimate of "tune then train"; nested cross-validation is not run. Where all variants share their
+splits, :func:`per_seed` also repeats the whole procedure once per seed (pick on that seed's validation scores,
+read that winner's score on that seed's test split), which gives the procedure's seed-to-seed spread.
 
 McNemar: every variant that shares the winner's test split (same :data:`~medmnist_lit.batch.report.SPLIT_KEYS`
 values and the same seed) is compared with it sample by sample from both runs' ``test_predictions.csv``
@@ -34,6 +36,7 @@ __all__ = [
     "lower_is_better",
     "mcnemar_rows",
     "mcnemar_table",
+    "per_seed",
     "select",
     "selection_lines",
     "twin_of",
@@ -217,7 +220,12 @@ def _predictions(path: Path) -> dict[int, tuple[int, int]] | None:
     if not path.is_file():
         return None
     with path.open(newline="") as handle:
-        return {int(r["index"]): (int(r["label"]), int(r["predicted"])) for r in csv.DictReader(handle)}
+        try:
+            return {int(r["index"]): (int(r["label"]), int(r["predicted"])) for r in csv.DictReader(handle)}
+        except (KeyError, TypeError, ValueError) as err:  # a hand-edited or truncated file: named in the table
+            raise ValueError(
+                f"unreadable {path.parent.name}/{path.name} ({err!r}; needs integer index,label,predicted)"
+            ) from err
 
 
 def mcnemar_rows(
@@ -225,7 +233,7 @@ def mcnemar_rows(
     batch: dict[str, Any],
     records: list[dict[str, Any] | None],
     winner: str,
-    split_keys: tuple[str, ...],
+    split_keys: Sequence[str],
 ) -> list[dict[str, Any]]:
     """McNemar test of the winner against each variant on the same test split, one row per shared seed.
 
@@ -249,11 +257,11 @@ def mcnemar_rows(
             if differs:
                 rows.append({**row, "note": f"other test split ({differs[0]} differs)"})
                 continue
-            # the run's folder in this batch directory, not record["run_dir"], so a moved batch still finds them
-            a, b = (
-                _predictions(directory / w_run["name"] / PREDICTIONS),
-                _predictions(directory / run["name"] / PREDICTIONS),
-            )
+            try:  # the run's folder in this batch directory, not record["run_dir"]: a moved batch still finds them
+                a, b = (_predictions(directory / r["name"] / PREDICTIONS) for r in (w_run, run))
+            except ValueError as err:
+                rows.append({**row, "note": str(err)})
+                continue
             missing = [r["name"] for r, p in ((w_run, a), (run, b)) if p is None]
             if missing or a is None or b is None:
                 rows.append({**row, "note": f"{PREDICTIONS} missing in {', '.join(missing)}"})

@@ -154,3 +154,10 @@ def test_selection_within_each_seed_estimates_the_procedure(tmp_path: Path) -> N
 def test_no_procedure_estimate_where_seeds_do_not_share_a_test_split(selected: Path) -> None:
     md = (selected / "results.md").read_text()
     assert "No per-seed estimate of the procedure: the variants differ in data.split" in md
+
+
+def test_an_unreadable_predictions_file_is_named_in_the_table(selected: Path) -> None:
+    (selected / "b__seed1" / "test_predictions.csv").write_text("index,label\n0,1\n")
+    (selected / "a__seed1" / "test_predictions.csv").write_text("index,id,label,predicted\n0,x,1,1\n")
+    write_tables(selected)
+    assert "unreadable b__seed1/test_predictions.csv (KeyError('predicted')" in (selected / "results.md").read_text()
