@@ -3,7 +3,7 @@
 A batch ranks its variants by the mean over seeds of its metric (``batch["metric"]``, from the spec): a metric
 whose name ends in ``loss`` is minimised, every other one maximised (:func:`lower_is_better`, the one rule). The
 best of several validation scores is optimistic, because picking the maximum also picks the luckiest noise. The
-winner's score on the held-out test split (the metric's ``test/`` twin, which took no part in the choice) is the
+winner's score on the held-out test split (the metric's ``test/`` counterpart, which took no part in the choice) is the
 unbiased estimate of the selected model; the optimism is the selection score minus that test score (signed so
 that positive means "looked better than it is"), told apart from a general validation−test gap by the mean gap
 of the other variants. This "select on validation, report the winner's held-out test score" procedure is the
@@ -39,7 +39,7 @@ __all__ = [
     "per_seed",
     "select",
     "selection_lines",
-    "twin_of",
+    "test_counterpart",
 ]
 
 #: Per-sample test predictions a run directory (or a cv run root, for its fold ensemble) writes.
@@ -51,7 +51,7 @@ def lower_is_better(metric: str) -> bool:
     return metric.rsplit("/", 1)[-1].endswith("loss")
 
 
-def twin_of(metric: str) -> str:
+def test_counterpart(metric: str) -> str:
     """The test-split metric of the same quantity (``val/acc`` → ``test/acc``, ``oof/loss`` → ``test/loss``)."""
     return "test/" + metric.split("/", 1)[1]
 
@@ -62,7 +62,7 @@ class Selection:
 
     winner: str
     metric: str
-    twin: str
+    test_metric: str
     score: float
     test: float
     optimism: float
@@ -95,7 +95,7 @@ def select(batch: dict[str, Any], records: list[dict[str, Any] | None]) -> Selec
     Ties go to the variant declared first. ``test``, ``optimism`` and ``other_gap`` are NaN without a test split.
     """
     metric = batch["metric"]
-    twin = twin_of(metric)
+    test_metric = test_counterpart(metric)
     sign = -1.0 if lower_is_better(metric) else 1.0
     by_variant: dict[str, list[dict[str, Any]]] = {}
     for run, record in zip(batch["runs"], records, strict=True):
@@ -105,15 +105,15 @@ def select(batch: dict[str, Any], records: list[dict[str, Any] | None]) -> Selec
     if len(scores) < 2:
         return None
     winner = max(scores, key=lambda v: sign * scores[v])  # max keeps the first of equal scores
-    gaps = {v: sign * (scores[v] - _mean(by_variant[v], twin)) for v in scores}
+    gaps = {v: sign * (scores[v] - _mean(by_variant[v], test_metric)) for v in scores}
     others = [g for v, g in gaps.items() if v != winner and not math.isnan(g)]
     winner_runs = [r for r in by_variant[winner] if not math.isnan(_value(r, metric))]
     return Selection(
         winner=winner,
         metric=metric,
-        twin=twin,
+        test_metric=test_metric,
         score=scores[winner],
-        test=_mean(winner_runs, twin),
+        test=_mean(winner_runs, test_metric),
         optimism=gaps[winner],
         other_gap=float(np.mean(others)) if others else math.nan,
         n_variants=len(scores),
@@ -134,13 +134,13 @@ def per_seed(
         ``(seed, winner, test score)`` for each seed with two or more scored variants, and a note that says why
         there are none where variants do not share splits (empty otherwise).
     """
-    metric, twin = batch["metric"], twin_of(batch["metric"])
+    metric, test_metric = batch["metric"], test_counterpart(batch["metric"])
     sign = -1.0 if lower_is_better(metric) else 1.0
     rank = {v: i for i, v in enumerate(batch["variants"])}
     runs = [
         (run, rec)
         for run, rec in zip(batch["runs"], records, strict=True)
-        if rec and rec.get("status") == "ok" and not math.isnan(_value(rec, metric) + _value(rec, twin))
+        if rec and rec.get("status") == "ok" and not math.isnan(_value(rec, metric) + _value(rec, test_metric))
     ]
     configs = [rec.get("config") or {} for _, rec in runs]
     for key in split_keys:
@@ -151,7 +151,7 @@ def per_seed(
         mine = sorted(((run, rec) for run, rec in runs if run["seed"] == seed), key=lambda p: rank[p[0]["variant"]])
         if len(mine) >= 2:
             run, rec = max(mine, key=lambda p: sign * _value(p[1], metric))  # the first declared of equal scores
-            rows.append((seed, run["variant"], _value(rec, twin)))
+            rows.append((seed, run["variant"], _value(rec, test_metric)))
     return rows, ""
 
 
@@ -184,7 +184,7 @@ def selection_lines(selection: Selection, procedure: tuple[list[tuple[Any, str, 
             "",
         ]
     lines.append(
-        f"{head}; its `{s.twin}` on the held-out test split is **{s.test:.4f}**: "
+        f"{head}; its `{s.test_metric}` on the held-out test split is **{s.test:.4f}**: "
         f"optimism {s.optimism:+.4f} (how much better the selection score looks than the test score)."
     )
     if not math.isnan(s.other_gap):
@@ -205,7 +205,7 @@ def selection_lines(selection: Selection, procedure: tuple[list[tuple[Any, str, 
         winners = ", ".join(f"{seed}: {variant}" for seed, variant, _ in rows)
         lines += [
             f"As a procedure, picking the best `{s.metric}` within each seed and scoring that seed's winner on the "
-            f"seed's own test split gives `{s.twin}` **{d['mean']:.4f} ± {d['std']:.4f}** over {d['n']} seeds "
+            f"seed's own test split gives `{s.test_metric}` **{d['mean']:.4f} ± {d['std']:.4f}** over {d['n']} seeds "
             f"(winners by seed: {winners}), the spread from seed to seed included.",
             "",
         ]
