@@ -39,7 +39,7 @@ __all__ = [
     "per_seed",
     "select",
     "selection_lines",
-    "test_counterpart",
+    "held_out_metric",
 ]
 
 #: Per-sample test predictions a run directory (or a cv run root, for its fold ensemble) writes.
@@ -51,7 +51,7 @@ def lower_is_better(metric: str) -> bool:
     return metric.rsplit("/", 1)[-1].endswith("loss")
 
 
-def test_counterpart(metric: str) -> str:
+def held_out_metric(metric: str) -> str:
     """The test-split metric of the same quantity (``val/acc`` → ``test/acc``, ``oof/loss`` → ``test/loss``)."""
     return "test/" + metric.split("/", 1)[1]
 
@@ -95,7 +95,7 @@ def select(batch: dict[str, Any], records: list[dict[str, Any] | None]) -> Selec
     Ties go to the variant declared first. ``test``, ``optimism`` and ``other_gap`` are NaN without a test split.
     """
     metric = batch["metric"]
-    test_metric = test_counterpart(metric)
+    test_metric = held_out_metric(metric)
     sign = -1.0 if lower_is_better(metric) else 1.0
     by_variant: dict[str, list[dict[str, Any]]] = {}
     for run, record in zip(batch["runs"], records, strict=True):
@@ -134,7 +134,7 @@ def per_seed(
         ``(seed, winner, test score)`` for each seed with two or more scored variants, and a note that says why
         there are none where variants do not share splits (empty otherwise).
     """
-    metric, test_metric = batch["metric"], test_counterpart(batch["metric"])
+    metric, test_metric = batch["metric"], held_out_metric(batch["metric"])
     sign = -1.0 if lower_is_better(metric) else 1.0
     rank = {v: i for i, v in enumerate(batch["variants"])}
     runs = [

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from medmnist_lit.batch.report import write_tables
-from medmnist_lit.batch.selection import lower_is_better, test_counterpart
+from medmnist_lit.batch.selection import lower_is_better, held_out_metric
 
 HOLDOUT = {"data": {"split": "holdout", "test_fraction": 0.2}}
 
@@ -116,7 +116,7 @@ def test_mcnemar_against_the_winner_per_shared_seed(selected: Path) -> None:
 
 def test_a_loss_is_minimised_and_a_batch_without_test_split_says_how_to_get_one(tmp_path: Path) -> None:
     assert lower_is_better("val/loss") and not lower_is_better("val/acc")
-    assert test_counterpart("val/loss") == "test/loss"
+    assert held_out_metric("val/loss") == "test/loss"
     runs = {(v, 0): (_scores(val, test), HOLDOUT) for v, val, test in (("a", 0.9, 0.8), ("b", 0.8, 0.75))}
     _batch(tmp_path, "val/loss", runs)
     write_tables(tmp_path)
