@@ -33,13 +33,13 @@ from medmnist_lit.utils.stats import describe, mcnemar
 __all__ = [
     "PREDICTIONS",
     "Selection",
+    "held_out_metric",
     "lower_is_better",
     "mcnemar_rows",
     "mcnemar_table",
     "per_seed",
     "select",
     "selection_lines",
-    "held_out_metric",
 ]
 
 #: Per-sample test predictions a run directory (or a cv run root, for its fold ensemble) writes.

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from medmnist_lit.batch.report import write_tables
-from medmnist_lit.batch.selection import lower_is_better, held_out_metric
+from medmnist_lit.batch.selection import held_out_metric, lower_is_better
 
 HOLDOUT = {"data": {"split": "holdout", "test_fraction": 0.2}}
 
