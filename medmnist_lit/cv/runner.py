@@ -232,7 +232,7 @@ def cross_validate(
         # the fold models together trained on the whole development set: a test twin anywhere in it counts
         twin = None if data.near_clusters is None else twin_mask(data.near_clusters, split.test, split.dev)
         majority = majority_class(data.labels[split.dev], len(names))
-        summary.update(stage_scores("test", ensemble, targets, names, twin=twin, majority=majority))
+        summary.update(stage_scores("test", ensemble, targets, twin=twin, majority=majority))
         summary.update(interval_scores(ensemble, targets))
     if external_probs:
         targets = torch.as_tensor(datamodule.external.labels, dtype=torch.int64)

@@ -72,7 +72,7 @@ class OutOfFold:
         order = np.lexsort((index, repeat))
         return index[order], fold[order], repeat[order], probs[order]
 
-    def _stratified(self, labels: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    def _stratified(self, labels: np.ndarray) -> dict[str, float]:
         """``oof/with_twin/…``, ``oof/without_twin/…``, ``oof/leak_inflation`` and ``oof/majority_acc``."""
         if any(m is None for m in self._majority):
             return {}
@@ -83,7 +83,7 @@ class OutOfFold:
         if all(t is not None for t in self._twins):
             twin = np.concatenate([t for t in self._twins if t is not None])
         targets = np.asarray(labels)[index]
-        return stage_scores("oof", probs, targets, names, twin=twin, majority=majority)
+        return stage_scores("oof", probs, targets, twin=twin, majority=majority)
 
     def pooled(self, labels: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
         """Accuracy and AUROC of all out-of-fold predictions together, with an exact binomial interval."""
@@ -95,7 +95,7 @@ class OutOfFold:
         correct = int((probs.argmax(1) == targets.numpy()).sum())
         pooled["oof/acc_ci95"] = binomial_interval(correct, len(index))
         pooled["oof/n"] = len(index)
-        pooled.update(self._stratified(labels, names))
+        pooled.update(self._stratified(labels))
         return pooled
 
     def write(self, path: Path, data: Any) -> None:

@@ -238,7 +238,7 @@ def _stratified(
     for stage, index, scored in (("val", fold.val, val), ("test", test_index, test)):
         if scored is not None:
             twin = None if clusters is None else twin_mask(clusters, index, fold.train)
-            result.update(stage_scores(stage, scored.probs, scored.targets, names, twin=twin, majority=majority))
+            result.update(stage_scores(stage, scored.probs, scored.targets, twin=twin, majority=majority))
     return result
 
 

@@ -9,14 +9,13 @@ the training part's most common class: a model that does not beat it has learnt 
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
-import torch
 
-from medmnist_lit.model.metrics import EpochMetrics
+from medmnist_lit.utils.bootstrap import weighted_scores
 
 __all__ = [
     "SCORES",
@@ -34,25 +33,32 @@ TWIN_PARTS = ("with_twin", "without_twin")
 SCORES = ("acc", "loss", "f1", "auroc")
 
 
-@functools.lru_cache(maxsize=8)
-def _metrics(names: tuple[str, ...]) -> EpochMetrics:
-    # building the torchmetrics objects costs milliseconds: one per class list, reused (compute() resets it)
-    return EpochMetrics(len(names), names, sync=False)
+def probability_scores(probs: Any, targets: Any, weights: np.ndarray) -> list[dict[str, float]]:
+    """Accuracy, loss (negative log-likelihood of the probabilities), macro-F1 and AUROC of each row of ``weights``.
 
-
-def probability_scores(probs: torch.Tensor, targets: torch.Tensor, names: Sequence[str]) -> dict[str, float]:
-    """Accuracy, loss (negative log-likelihood of the probabilities), macro-F1 and AUROC, as EpochMetrics defines them.
-
-    An empty set scores NaN.
+    A row of 0/1 weights selects a subset (one half of a stage); an empty subset scores NaN. The metrics are those
+    of :class:`~medmnist_lit.model.metrics.EpochMetrics` (torchmetrics), computed for all subsets at once by
+    :func:`~medmnist_lit.utils.bootstrap.weighted_scores` (equal to torchmetrics when every class occurs). One
+    deliberate difference: a subset that lacks some classes (twins are mostly CT and MRI slices, never X-rays)
+    averages AUROC over the classes it has, where torchmetrics would count each missing class as 0.
     """
-    if not len(targets):
-        return dict.fromkeys(SCORES, math.nan)
-    logits = torch.as_tensor(probs, dtype=torch.float32).clamp_min(1e-12).log()  # softmax(log p) is p again
-    targets = torch.as_tensor(targets, dtype=torch.int64)
-    metrics = _metrics(tuple(names))
-    metrics.update(logits, targets, torch.nn.functional.nll_loss(logits, targets))
-    scalars = metrics.compute()[0]
-    return {key: scalars[key] for key in SCORES}
+    probs = np.asarray(probs, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.int64)
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    nll = -np.log(np.clip(probs[np.arange(len(targets)), targets], 1e-12, None)) if len(targets) else np.zeros(0)
+    results = []
+    filled = weights.sum(1) > 0
+    scored = weighted_scores(probs, targets, weights[filled]) if filled.any() and len(targets) else {}
+    row = 0
+    for weight, present in zip(weights, filled, strict=True):
+        if not present:
+            results.append(dict.fromkeys(SCORES, math.nan))
+            continue
+        values = {name: float(scored[name][row]) for name in ("acc", "f1", "auroc")}
+        values["loss"] = float(weight @ nll / weight.sum())
+        results.append({key: values[key] for key in SCORES})
+        row += 1
+    return results
 
 
 def majority_class(train_labels: np.ndarray, num_classes: int) -> int:
@@ -63,9 +69,8 @@ def majority_class(train_labels: np.ndarray, num_classes: int) -> int:
 
 def stage_scores(
     stage: str,
-    probs: torch.Tensor | np.ndarray,
-    targets: torch.Tensor | np.ndarray,
-    names: Sequence[str],
+    probs: Any,
+    targets: Any,
     *,
     twin: np.ndarray | None,
     majority: int | np.ndarray,
@@ -76,26 +81,23 @@ def stage_scores(
         stage: ``val``, ``test``, ``oof`` ...
         probs: Class probabilities of the stage's samples, ``N×C``.
         targets: Their true classes.
-        names: Class names.
         twin: Per sample, whether it has a near-duplicate in its training part (:func:`~medmnist_lit.splits.twins.
             twin_mask`); ``None`` (clusters unknown): the baseline only.
         majority: The training part's most common class (per sample, when samples come from different folds).
     """
-    probs_t = torch.as_tensor(np.asarray(probs), dtype=torch.float32)
+    probs_np = np.asarray(probs, dtype=np.float64)
     targets_np = np.asarray(targets, dtype=np.int64)
-    targets_t = torch.as_tensor(targets_np)
     result: dict[str, float] = {
         f"{stage}/majority_acc": float(np.mean(targets_np == majority)) if len(targets_np) else math.nan
     }
     if twin is None:
         return result
     twin = np.asarray(twin, dtype=bool)
-    for part, mask in zip(TWIN_PARTS, (twin, ~twin), strict=True):
-        chosen = torch.as_tensor(np.flatnonzero(mask))
-        scores = probability_scores(probs_t[chosen], targets_t[chosen], names)
+    halves = probability_scores(probs_np, targets_np, np.stack([twin, ~twin]))
+    for part, mask, scores in zip(TWIN_PARTS, (twin, ~twin), halves, strict=True):
         result.update({f"{stage}/{part}/{key}": value for key, value in scores.items()})
         result[f"{stage}/{part}/n"] = float(mask.sum())
-    acc = float((probs_t.argmax(1).numpy() == targets_np).mean()) if len(targets_np) else math.nan
+    acc = float((probs_np.argmax(1) == targets_np).mean()) if len(targets_np) else math.nan
     result[f"{stage}/leak_inflation"] = acc - result[f"{stage}/without_twin/acc"]
     return result
 

@@ -14,6 +14,7 @@ import torch
 from cliruns import run_in
 from planted import NO_GROUPS, Planted, expected_twins, planted_npz
 from tbevents import scalars
+from torchmetrics.functional.classification import binary_auroc
 
 from medmnist_lit.jobs import cv_metrics
 from medmnist_lit.jobs import scalars as record_scalars
@@ -139,25 +140,39 @@ NAMES = ["a", "b", "c"]
 def test_stage_scores_of_an_empty_half_are_nan_with_n_zero() -> None:
     probs = torch.tensor([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.7, 0.2, 0.1]])
     targets = np.array([0, 1, 2, 1])
-    scores = stage_scores("val", probs, targets, NAMES, twin=np.zeros(4, bool), majority=1)
+    scores = stage_scores("val", probs, targets, twin=np.zeros(4, bool), majority=1)
     assert scores["val/with_twin/n"] == 0 and math.isnan(scores["val/with_twin/acc"])
     assert scores["val/without_twin/n"] == 4 and scores["val/without_twin/acc"] == pytest.approx(0.75)
     assert scores["val/leak_inflation"] == pytest.approx(0.0) and scores["val/majority_acc"] == 0.5
     # per-sample majorities (pooled out-of-fold samples come from folds with different training parts)
-    pooled = stage_scores("oof", probs, targets, NAMES, twin=None, majority=np.array([0, 1, 1, 1]))
+    pooled = stage_scores("oof", probs, targets, twin=None, majority=np.array([0, 1, 1, 1]))
     assert pooled == {"oof/majority_acc": 0.75}
 
 
 def test_probability_scores_equal_the_metrics_of_a_run() -> None:
     from medmnist_lit.model.metrics import EpochMetrics
 
-    logits = torch.randn(40, 3, generator=torch.Generator().manual_seed(0))
-    targets = torch.arange(40) % 3
-    reference = EpochMetrics(3, NAMES, sync=False)
-    reference.update(logits, targets, torch.nn.functional.cross_entropy(logits, targets))
-    expected = reference.compute()[0]
-    got = probability_scores(logits.softmax(-1), targets, NAMES)
-    assert got == pytest.approx({k: expected[k] for k in ("acc", "loss", "f1", "auroc")}, rel=1e-5)
+    logits = torch.randn(60, 3, generator=torch.Generator().manual_seed(0))
+    targets = torch.arange(60) % 3
+    half = (torch.arange(60) % 2 == 0).numpy()
+    got = probability_scores(logits.softmax(-1), targets, np.stack([half, ~half, np.zeros(60, bool)]))
+    for row, chosen in enumerate((half, ~half)):
+        reference = EpochMetrics(3, NAMES, sync=False)
+        picked = torch.as_tensor(np.flatnonzero(chosen))
+        reference.update(
+            logits[picked], targets[picked], torch.nn.functional.cross_entropy(logits[picked], targets[picked])
+        )
+        expected = reference.compute()[0]
+        assert got[row] == pytest.approx({k: expected[k] for k in ("acc", "loss", "f1", "auroc")}, rel=1e-5), row
+    assert all(math.isnan(v) for v in got[2].values())  # an empty subset
+
+
+def test_auroc_of_a_subset_lacking_classes_averages_the_classes_it_has() -> None:
+    # torchmetrics' macro AUROC would count the two missing classes as 0 and report about a third of this
+    probs = torch.tensor([[0.7, 0.2, 0.1, 0.0], [0.3, 0.6, 0.1, 0.0], [0.6, 0.3, 0.05, 0.05], [0.2, 0.7, 0.05, 0.05]])
+    targets = torch.tensor([0, 1, 1, 0])
+    expected = np.mean([float(binary_auroc(probs[:, c], (targets == c).long())) for c in (0, 1)])
+    assert probability_scores(probs, targets, np.ones((1, 4)))[0]["auroc"] == pytest.approx(expected)
 
 
 def test_leakage_line_and_baseline_warning() -> None:
