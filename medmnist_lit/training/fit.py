@@ -338,11 +338,14 @@ def announce_scores(metrics: dict[str, float], datamodule: Any) -> None:
     """The console's closing scores of a run: the test accuracy and every score the user asked for as well."""
     if "test/acc" in metrics:
         accuracy, others = interval_text(metrics)
+        majority = metrics.get("test/majority_acc", math.nan)
+        baseline = "" if math.isnan(majority) else f"; majority-class baseline {100 * majority:.2f} %"
         log.info(
-            "Accuracy of the model on the %d test images: %.2f %%%s",
+            "Accuracy of the model on the %d test images: %.2f %%%s%s",
             int(metrics["n_test"]),
             100 * metrics["test/acc"],
             accuracy,
+            baseline,
         )
         if others:
             log.info("%s", others)

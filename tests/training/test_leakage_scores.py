@@ -108,6 +108,7 @@ def test_console_tensorboard_and_records_carry_the_stratified_scores(leaky: tupl
     metrics = json.loads((run / "metrics.json").read_text())
     test_line = next(line for line in lines if line.startswith("Accuracy of the model on the 30 test images"))
     assert "exact binomial" in test_line and "stratified bootstrap" in test_line
+    assert test_line.endswith(f"; majority-class baseline {100 * metrics['test/majority_acc']:.2f} %")
     val_line = next(line for line in lines if line.startswith("Leakage: val acc"))
     assert f"on the 10 images with a near-duplicate in training, {100 * metrics['val/without_twin/acc']:.2f} %" in (
         val_line
