@@ -28,7 +28,10 @@ def twin_mask(clusters: np.ndarray, part: np.ndarray, training: np.ndarray) -> n
     if not len(part) or not len(training):
         return np.zeros(len(part), dtype=bool)
     # a sample that is itself in the training part (a refit scored on its own data) is not its own twin
-    codes = np.unique(clusters, return_inverse=True)[1].ravel()  # any codes (e.g. strings) as 0..G-1
+    if np.issubdtype(clusters.dtype, np.integer) and clusters.min() >= 0:
+        codes = clusters  # near_duplicate_groups' codes 0..G-1: no sort, once per fold of a leave-one-out run
+    else:
+        codes = np.unique(clusters, return_inverse=True)[1].ravel()  # any other codes (e.g. strings) as 0..G-1
     counts = np.bincount(codes[np.unique(training)], minlength=int(codes.max()) + 1)
     self_in_training = np.isin(part, training)
     return counts[codes[part]] - self_in_training.astype(np.int64) > 0
