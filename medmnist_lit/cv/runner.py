@@ -36,12 +36,16 @@ from medmnist_lit.cv.summary import (
     format_summary,
     reported_scores,
     summarize,
+    summary_warnings,
     write_csv,
 )
 from medmnist_lit.cv.tensorboard import write_cv_tensorboard
 from medmnist_lit.data.fold import Fold
+from medmnist_lit.splits.twins import twin_mask
 from medmnist_lit.training.fit import RunResult, audit_run, fit_and_test
 from medmnist_lit.training.hparams import trial_hparams
+from medmnist_lit.training.test_report import PREDICTIONS_FILE, interval_scores, write_predictions
+from medmnist_lit.training.twin_scores import majority_class, stage_scores
 from medmnist_lit.utils.console import process_rank
 from medmnist_lit.utils.figure_style import describe_run
 from medmnist_lit.utils.files import write_json
@@ -209,7 +213,10 @@ def cross_validate(
         rows.append(row)
         histories.append(result.history)
         if result.val is not None:
-            oof.add(fold.val, result.val.probs.numpy(), fold.number, row["repeat"])
+            # pooled OOF scores are stratified by twins in each sample's own fold's training part
+            twin = None if data.near_clusters is None else twin_mask(data.near_clusters, fold.val, fold.train)
+            majority = majority_class(data.labels[fold.train], len(names))
+            oof.add(fold.val, result.val.probs.numpy(), fold.number, row["repeat"], twin=twin, majority=majority)
         if result.test is not None:
             test_probs.append(result.test.probs)
         if result.external is not None:
@@ -218,9 +225,15 @@ def cross_validate(
 
     summary = summarize(rows)
     summary.update(oof.pooled(data.labels, names))
-    if test_probs:
+    ensemble = torch.stack(test_probs).mean(0) if test_probs else None
+    if ensemble is not None:
         targets = torch.as_tensor(data.labels[split.test], dtype=torch.int64)
-        summary.update(ensemble_metrics(torch.stack(test_probs).mean(0), targets, names, "test"))
+        summary.update(ensemble_metrics(ensemble, targets, names, "test"))
+        # the fold models together trained on the whole development set: a test twin anywhere in it counts
+        twin = None if data.near_clusters is None else twin_mask(data.near_clusters, split.test, split.dev)
+        majority = majority_class(data.labels[split.dev], len(names))
+        summary.update(stage_scores("test", ensemble, targets, twin=twin, majority=majority))
+        summary.update(interval_scores(ensemble, targets))
     if external_probs:
         targets = torch.as_tensor(datamodule.external.labels, dtype=torch.int64)
         summary.update(ensemble_metrics(torch.stack(external_probs).mean(0), targets, names, "external"))
@@ -241,6 +254,10 @@ def cross_validate(
         return outcome
     write_csv(run_dir / "folds.csv", rows)
     oof.write(run_dir / "oof.csv", data)
+    if ensemble is not None:
+        write_predictions(run_dir / PREDICTIONS_FILE, split.test, data, ensemble.argmax(1).numpy())
+    for warning in summary_warnings(summary):
+        log.warning("WARNING: %s", warning)
     write_json(run_dir / "summary.json", summary)
     hparams = trial_hparams(
         model.hparams,

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 
 from medmnist_lit.model.metrics import EpochMetrics
+from medmnist_lit.training.test_report import interval_text
+from medmnist_lit.training.twin_scores import baseline_warning, leakage_line, stage_scores
 from medmnist_lit.utils.files import atomic_path
 from medmnist_lit.utils.stats import binomial_interval, describe
 
@@ -34,10 +36,27 @@ class OutOfFold:
 
     def __init__(self) -> None:
         self._parts: list[tuple[np.ndarray, np.ndarray, int, int]] = []
+        self._twins: list[np.ndarray | None] = []
+        self._majority: list[int | None] = []
 
-    def add(self, index: np.ndarray, probs: np.ndarray, fold: int, repeat: int) -> None:
-        """Record one fold's validation samples and their class probabilities."""
+    def add(
+        self,
+        index: np.ndarray,
+        probs: np.ndarray,
+        fold: int,
+        repeat: int,
+        *,
+        twin: np.ndarray | None = None,
+        majority: int | None = None,
+    ) -> None:
+        """Record one fold's validation samples and their class probabilities.
+
+        ``twin`` marks the samples with a near-duplicate in that fold's training part and ``majority`` is its most
+        common class: the pooled scores are then stratified (``oof/with_twin/…``) and get a majority baseline.
+        """
         self._parts.append((np.asarray(index, dtype=np.int64), np.asarray(probs, dtype=np.float32), fold, repeat))
+        self._twins.append(None if twin is None else np.asarray(twin, dtype=bool))
+        self._majority.append(majority)
 
     def __len__(self) -> int:
         return sum(len(index) for index, *_ in self._parts)
@@ -53,6 +72,19 @@ class OutOfFold:
         order = np.lexsort((index, repeat))
         return index[order], fold[order], repeat[order], probs[order]
 
+    def _stratified(self, labels: np.ndarray) -> dict[str, float]:
+        """``oof/with_twin/…``, ``oof/without_twin/…``, ``oof/leak_inflation`` and ``oof/majority_acc``."""
+        if any(m is None for m in self._majority):
+            return {}
+        index = np.concatenate([p[0] for p in self._parts])
+        probs = np.concatenate([p[1] for p in self._parts])
+        majority = np.concatenate([np.full(len(p[0]), m) for p, m in zip(self._parts, self._majority, strict=True)])
+        twin = None
+        if all(t is not None for t in self._twins):
+            twin = np.concatenate([t for t in self._twins if t is not None])
+        targets = np.asarray(labels)[index]
+        return stage_scores("oof", probs, targets, twin=twin, majority=majority)
+
     def pooled(self, labels: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
         """Accuracy and AUROC of all out-of-fold predictions together, with an exact binomial interval."""
         if not len(self):
@@ -63,6 +95,7 @@ class OutOfFold:
         correct = int((probs.argmax(1) == targets.numpy()).sum())
         pooled["oof/acc_ci95"] = binomial_interval(correct, len(index))
         pooled["oof/n"] = len(index)
+        pooled.update(self._stratified(labels))
         return pooled
 
     def write(self, path: Path, data: Any) -> None:
@@ -159,8 +192,18 @@ def fold_line(fold: int, row: dict[str, Any], *, seconds: bool = True) -> str:
     return ", ".join(parts)
 
 
+def summary_warnings(summary: Mapping[str, Any]) -> list[str]:
+    """Warnings about the cross-validation's scores: the pooled OOF or test accuracy does not beat the majority."""
+    labels = (("oof", "pooled out-of-fold acc"), ("test", "test acc (fold ensemble)"))
+    return [w for stage, label in labels if (w := baseline_warning(stage, summary, label))]
+
+
 def format_summary(summary: dict[str, Any]) -> str:
-    """Console lines: the run's wall time, mean ± std of the key metrics, pooled OOF accuracy, ensemble and refit."""
+    """Console lines: the run's wall time, mean ± std of the key metrics, pooled OOF accuracy, ensemble and refit.
+
+    The pooled OOF and ensemble test accuracies come with their majority-class baseline and the leakage line (with
+    and without a near-duplicate in training); the test accuracy with its intervals.
+    """
     lines = []
     run = summary.get("run") or {}
     if "seconds" in run:
@@ -175,12 +218,24 @@ def format_summary(summary: dict[str, Any]) -> str:
         lo, hi = summary["oof/acc_ci95"]
         lines.append(
             f"pooled out-of-fold acc: {summary['oof/acc']:.4f} (95% CI {lo:.4f}–{hi:.4f}, n={summary['oof/n']})"
+            + _baseline(summary, "oof")
         )
+    if "test/acc" in summary:
+        accuracy, others = interval_text(summary, percent=False)
+        lines.append(f"test acc (fold ensemble): {summary['test/acc']:.4f}{accuracy}{_baseline(summary, 'test')}")
+        lines.extend([others] if others else [])
+    for stage, label in (("oof", "pooled out-of-fold acc"), ("test", "test acc (fold ensemble)")):
+        line = leakage_line(stage, summary, label)
+        lines.extend([line] if line else [])
     labels = (
-        ("test/acc", "test acc (fold ensemble)"),
         ("refit/test/acc", "test acc (refit)"),
         ("external/acc", "external acc (fold ensemble)"),
         ("refit/external/acc", "external acc (refit)"),
     )
     lines.extend(f"{label}: {summary[key]:.4f}" for key, label in labels if key in summary)
     return "\n".join(lines)
+
+
+def _baseline(summary: Mapping[str, Any], stage: str) -> str:
+    key = f"{stage}/majority_acc"
+    return f"; majority-class baseline {summary[key]:.4f}" if isinstance(summary.get(key), float) else ""

@@ -22,7 +22,10 @@ from medmnist_lit.callbacks import EpochNumberCheckpoint, EpochSummary, Progress
 from medmnist_lit.callbacks.run_artifacts import run_dir
 from medmnist_lit.data.fold import Fold
 from medmnist_lit.model.metrics import EpochMetrics
+from medmnist_lit.splits.twins import twin_mask
 from medmnist_lit.training.hparams import run_scores, trainer_settings, trial_hparams, write_trial
+from medmnist_lit.training.test_report import PREDICTIONS_FILE, interval_scores, interval_text, write_predictions
+from medmnist_lit.training.twin_scores import baseline_warning, leakage_line, majority_class, stage_scores
 from medmnist_lit.utils.checkpoints import check_compatible, load_checkpoint, secure_trainer
 from medmnist_lit.utils.files import write_json
 
@@ -148,12 +151,15 @@ def fold_result(
     write: bool = True,
     save_yaml: bool = True,
     metrics: EpochMetrics | None = None,
+    report: bool = False,
 ) -> RunResult:
     """Turn a trained fold into its :class:`RunResult`, the same way for every engine.
 
     Scores ``model`` (holding the weights of epoch ``scored_epoch``, counted from 1) on the fold's validation
     samples, the test split (unless ``test`` already has those metrics; the scores are logged to ``loggers`` at the
-    last epoch) and the ``test_source`` data, then writes ``metrics.json`` and flushes the loggers.
+    last epoch) and the ``test_source`` data, then writes ``metrics.json`` and flushes the loggers. Validation and
+    test scores are also split by whether a sample has a near-duplicate in ``fold.train`` (``val/with_twin/acc`` ...)
+    and come with the majority-class baseline (:mod:`medmnist_lit.training.twin_scores`), from the same probabilities.
 
     Args:
         model: The trained :class:`~medmnist_lit.model.classifier.Classifier`.
@@ -169,6 +175,8 @@ def fold_result(
         write: Write the files (``False`` on all but the first of several processes).
         save_yaml: Let the loggers write ``hparams.yaml`` (slow: skipped for the thousand folds of a LOO run).
         metrics: A metrics object to reuse for scoring (building one costs milliseconds).
+        report: The run is reported on its own (a ``fit``): add test intervals to the metrics and write
+            ``test_predictions.csv``.
     """
     epochs = len(history.get("train/loss", []))
     scored = epochs if scored_epoch is None else scored_epoch
@@ -182,17 +190,26 @@ def fold_result(
         return score(model, loader, prefix, metrics)
 
     val = scores(fold.val, "val") if len(fold.val) else None
-    tested = None
+    tested = test_scores = None
     if test is not None:
         result.update(test)
+        if len(test_index):  # Trainer.test keeps no probabilities: score again (cheap) for the stratified scores
+            test_scores = scores(test_index, "test")
     elif len(test_index):
         tested = scores(test_index, "test")
         result.update(tested.metrics)
         logged = {k: v for k, v in tested.metrics.items() if not math.isnan(v)}
         for logger in loggers:
             logger.log_metrics(logged, step=max(epochs - 1, 0))
+        test_scores = tested
     if val is not None:
         result.update(val.metrics)
+    result.update(_stratified(datamodule.dataset, fold, val, test_index, test_scores))
+    if report and test_scores is not None:
+        result.update(interval_scores(test_scores.probs, test_scores.targets))
+        if write:
+            predicted = test_scores.probs.argmax(1).numpy()
+            write_predictions(directory / PREDICTIONS_FILE, test_index, datamodule.dataset, predicted)
     external = None
     if getattr(datamodule, "test_source", None):
         external = score(model, datamodule.external_loader(device, fold.transform), "external", metrics)
@@ -209,6 +226,20 @@ def fold_result(
         write_json(directory / "metrics.json", result)
         finish_loggers(loggers, save_yaml=save_yaml)
     return RunResult(directory, result, checkpoint, history, val, tested, external)
+
+
+def _stratified(
+    data: Any, fold: Fold, val: Scores | None, test_index: np.ndarray, test: Scores | None
+) -> dict[str, float]:
+    """Validation and test scores with and without a near-duplicate in ``fold.train``, and the majority baseline."""
+    names, clusters = list(data.class_names), data.near_clusters
+    majority = majority_class(np.asarray(data.labels)[fold.train], len(names))
+    result: dict[str, float] = {}
+    for stage, index, scored in (("val", fold.val, val), ("test", test_index, test)):
+        if scored is not None:
+            twin = None if clusters is None else twin_mask(clusters, index, fold.train)
+            result.update(stage_scores(stage, scored.probs, scored.targets, twin=twin, majority=majority))
+    return result
 
 
 def finish_loggers(loggers: Sequence[Logger], *, save_yaml: bool = True) -> None:
@@ -285,6 +316,7 @@ def fit_and_test(
         test=test,
         checkpoint=best,
         write=trainer.is_global_zero,
+        report=trial,
     )
     metrics = result.metrics
     if trial and trainer.is_global_zero:
@@ -305,9 +337,25 @@ def fit_and_test(
 def announce_scores(metrics: dict[str, float], datamodule: Any) -> None:
     """The console's closing scores of a run: the test accuracy and every score the user asked for as well."""
     if "test/acc" in metrics:
+        accuracy, others = interval_text(metrics)
+        majority = metrics.get("test/majority_acc", math.nan)
+        baseline = "" if math.isnan(majority) else f"; majority-class baseline {100 * majority:.2f} %"
         log.info(
-            "Accuracy of the model on the %d test images: %.2f %%", int(metrics["n_test"]), 100 * metrics["test/acc"]
+            "Accuracy of the model on the %d test images: %.2f %%%s%s",
+            int(metrics["n_test"]),
+            100 * metrics["test/acc"],
+            accuracy,
+            baseline,
         )
+        if others:
+            log.info("%s", others)
+    for stage in ("val", "test"):
+        line = leakage_line(stage, metrics)
+        if line:
+            log.info("%s", line)
+        warning = baseline_warning(stage, metrics)
+        if warning:
+            log.warning("WARNING: %s", warning)
     if "external/acc" in metrics:
         external = getattr(datamodule, "external", None)
         count = f"{len(external.labels)} " if external is not None else ""
