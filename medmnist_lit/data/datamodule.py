@@ -22,7 +22,7 @@ from medmnist_lit.data.grouping import GroupBy, with_groups
 from medmnist_lit.data.imageset import ImageSet
 from medmnist_lit.data.loaders import BatchLoader, EpochSampler, PixelTransform
 from medmnist_lit.data.provenance import DataProvenance, fingerprint_of, pending_record, split_digest
-from medmnist_lit.splits.balance import class_balance, describe_balance
+from medmnist_lit.splits.balance import UNBALANCED_POINTS, class_balance, describe_balance
 from medmnist_lit.splits.split import Split
 from medmnist_lit.splits.strategies import make_split, stratified_subset
 from medmnist_lit.utils.checkpoints import WeightsOnlyLoading
@@ -272,7 +272,9 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
             if self.group_by in (None, "none") and self.strategy != "predefined":
                 log.warning(NO_GROUPING_WARNING)
         if split.params.get("grouped"):
-            log.info(describe_balance(class_balance(data.labels, split, data.class_names)))
+            balance = class_balance(data.labels, split, data.class_names)
+            unbalanced = balance["largest"] is not None and abs(balance["largest"]["points"]) >= UNBALANCED_POINTS
+            log.log(logging.WARNING if unbalanced else logging.INFO, describe_balance(balance))
         if not 0 <= self.fold < split.n_folds:
             raise ValueError(f"data.fold={self.fold} is out of range: this split has {split.n_folds} folds")
         if self.restored is not None:

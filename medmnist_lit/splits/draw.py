@@ -16,9 +16,12 @@ ranged from 10.5% to 29.5% (+12.6 points at seed 0, where the two largest cluste
 validation parts were off by up to 10.1 points. Size-aware draws hold exactly 11,791 images (20.0%) in the test
 part and in a hold-out validation part for every one of those seeds, every class within 0.01 point of its share.
 The 5-fold ``StratifiedGroupKFold`` folds of the rest (kept) then stay within 0.23 point of the data's shares
-(9,425-9,458 validation images per fold). No cap on cluster sizes is needed: the largest cluster is 2.8% of the
-data (16% of AbdomenCT), and cutting a chain at its weakest links would put adjacent slices of one scan on both
-sides, the leak grouping is there to prevent.
+(9,425-9,458 validation images per fold). No cap on cluster sizes: the largest cluster is 2.8% of the data (16%
+of AbdomenCT), and cutting a chain at its weakest links would put adjacent slices of one scan on both sides, the
+leak grouping is there to prevent. Where a cluster is larger than a part's share of its class no draw can balance
+it: with 10 folds (about 800 AbdomenCT images each) one validation fold holds the 1,626-image cluster, 29.3%
+AbdomenCT (+12.4 points); the DataModule then warns (:data:`~medmnist_lit.splits.balance.UNBALANCED_POINTS`) and
+suggests fewer folds.
 """
 
 from __future__ import annotations

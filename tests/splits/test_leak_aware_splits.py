@@ -10,8 +10,8 @@ import pytest
 from sklearn import model_selection as ms
 
 from medmnist_lit.data.imageset import ImageSet
-from medmnist_lit.splits.audit import audit
-from medmnist_lit.splits.balance import class_balance, describe_balance
+from medmnist_lit.splits.audit import LeakageWarning, audit
+from medmnist_lit.splits.balance import UNBALANCED_POINTS, class_balance, describe_balance
 from medmnist_lit.splits.split import EMPTY_INDEX, Split, as_index
 from medmnist_lit.splits.strategies import make_split
 
@@ -88,7 +88,8 @@ def test_leave_one_out_leaves_the_twins_of_its_sample_out_of_training() -> None:
     report = audit(data, split, max_fold_rows=0)
     totals = report["split"]["totals"]
     assert totals["val_in_train"]["exact"]["total"] == 0 and totals["val_in_train"]["near"]["total"] == 0
-    random_loo = audit(data, make_split(y, strategy="loo", test_fraction=0.2, seed=0), max_fold_rows=0)
+    with pytest.warns(LeakageWarning):
+        random_loo = audit(data, make_split(y, strategy="loo", test_fraction=0.2, seed=0), max_fold_rows=0)
     assert random_loo["split"]["totals"]["val_in_train"]["exact"]["total"] > 0  # without groups they leak
     # train_fraction draws on top of the twins left out
     fraction = make_split(y, strategy="loo", groups=groups, test_fraction=0.2, train_fraction=0.5, seed=0)
@@ -134,3 +135,15 @@ def test_class_balance_on_a_hand_checked_split() -> None:
     assert [p["part"] for p in parts["parts"]] == ["fold_0/train", "fold_1/train"]
     assert parts["parts"][0]["n"] == 8 and parts["parts"][0]["shares"] == [0.25, 0.75]
     assert parts["largest"] == {"part": "fold_0/train", "class": "A", "points": -15.0}
+
+
+def test_a_cluster_too_large_for_its_fold_is_called_out() -> None:
+    # class 0: a cluster of 30 and 20 singletons; 5 folds can give each fold only 10 of class 0
+    y = np.r_[np.zeros(50, np.int64), np.ones(50, np.int64)]
+    groups = np.r_[np.zeros(30, np.int64), np.arange(1, 71)]
+    split = make_split(y, strategy="kfold", folds=5, test_fraction=0.0, groups=groups, seed=0)
+    balance = class_balance(y, split, ["A", "B"])
+    assert abs(balance["largest"]["points"]) >= UNBALANCED_POINTS
+    assert describe_balance(balance).endswith("groups too large to share out evenly: use fewer --data.folds")
+    random = class_balance(y, make_split(y, strategy="kfold", folds=5, test_fraction=0.0, seed=0))
+    assert random["largest"]["points"] == 0.0 and "too large" not in describe_balance(random)
