@@ -22,11 +22,18 @@ from medmnist_lit.data.grouping import GroupBy, with_groups
 from medmnist_lit.data.imageset import ImageSet
 from medmnist_lit.data.loaders import BatchLoader, EpochSampler, PixelTransform
 from medmnist_lit.data.provenance import DataProvenance, fingerprint_of, pending_record, split_digest
+from medmnist_lit.splits.balance import UNBALANCED_POINTS, class_balance, describe_balance
 from medmnist_lit.splits.split import Split
 from medmnist_lit.splits.strategies import make_split, stratified_subset
 from medmnist_lit.utils.checkpoints import WeightsOnlyLoading
 
 log = logging.getLogger(__name__)
+
+#: Logged when a split is made with ``data.group_by none``.
+NO_GROUPING_WARNING = (
+    "data.group_by none: near-duplicate images may sit on both sides of the split; their *_without_twin scores "
+    "show how much that inflates the result"
+)
 
 SplitName = Literal["holdout", "kfold", "loo", "group_kfold", "logo", "predefined"]
 
@@ -57,7 +64,9 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
         train_fraction: Share of each fold's training part actually used (learning curves).
         stratify: Keep class proportions in every part.
         groups: CSV mapping sample id to a group (subject, patient); groups are never split.
-        group_by: Also group exact duplicates (``duplicates``) or near-duplicates (``near_duplicates``).
+        group_by: Also keep near-duplicate clusters (``near_duplicates``, the default) or exact copies
+            (``duplicates``) on one side of every split; ``none`` (or null) opts out, with a warning. Not applied
+            to the official split (``predefined``), which is never changed.
         subset: Use a stratified, seeded subsample of this many images (e.g. for leave-one-out).
         split_file: Load a saved split (``split.npz`` of an earlier run) instead of making one.
         seed: Seed of the split and of the batch order.
@@ -96,7 +105,7 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
         train_fraction: float = 1.0,
         stratify: bool = True,
         groups: str | None = None,
-        group_by: GroupBy | None = None,
+        group_by: GroupBy | None = "near_duplicates",
         subset: int | None = None,
         split_file: str | None = None,
         seed: int = 0,
@@ -202,7 +211,12 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
             data = data.take(stratified_subset(data.labels, self.subset, seed=self.seed, class_names=data.class_names))
         if self.restored is not None:
             self.restored.check_data(data, self.source, self.fingerprint)
-        return with_groups(data, self.groups, self.group_by)
+        group_by = self.group_by
+        if self.strategy == "predefined" and group_by not in (None, "none"):
+            log.info("data.split predefined: the official split is used as it is, without data.group_by %s; its "
+                     "*_without_twin scores show how much it leaks", group_by)  # fmt: skip
+            group_by = None
+        return with_groups(data, self.groups, group_by)
 
     @property
     def fingerprint(self) -> str | None:
@@ -255,6 +269,12 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
                 seed=self.seed,
                 class_names=data.class_names,
             )
+            if self.group_by in (None, "none") and self.strategy != "predefined":
+                log.warning(NO_GROUPING_WARNING)
+        if split.params.get("grouped"):
+            balance = class_balance(data.labels, split, data.class_names)
+            unbalanced = balance["largest"] is not None and abs(balance["largest"]["points"]) >= UNBALANCED_POINTS
+            log.log(logging.WARNING if unbalanced else logging.INFO, describe_balance(balance))
         if not 0 <= self.fold < split.n_folds:
             raise ValueError(f"data.fold={self.fold} is out of range: this split has {split.n_folds} folds")
         if self.restored is not None:

@@ -12,7 +12,10 @@ from medmnist_lit.splits.groups import exact_duplicate_groups, merge_groups, rea
 
 __all__ = ["GroupBy", "with_groups"]
 
-GroupBy = Literal["duplicates", "near_duplicates"]
+#: What else besides the source's and a CSV's groups keeps images together: near-duplicate clusters (the default),
+#: exact copies only, or nothing (``none``; ``None`` means the same, so configs and checkpoints from before the
+#: near-duplicate default keep splitting as they did).
+GroupBy = Literal["near_duplicates", "duplicates", "none"]
 
 
 def with_groups(data: ImageSet, groups: str | None, group_by: GroupBy | None) -> ImageSet:
@@ -24,7 +27,8 @@ def with_groups(data: ImageSet, groups: str | None, group_by: GroupBy | None) ->
     Args:
         data: The dataset (its ``groups``, if any, are kept).
         groups: CSV mapping sample id to a group (subject, patient).
-        group_by: Also group exact duplicates (``duplicates``) or near-duplicates (``near_duplicates``).
+        group_by: Also group near-duplicates (``near_duplicates``) or exact duplicates (``duplicates``);
+            ``none`` or ``None``: neither.
     """
     from medmnist_lit.splits.groups import near_duplicate_groups  # pulls in the thumbnail machinery
 

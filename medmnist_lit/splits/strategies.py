@@ -5,14 +5,19 @@ the remaining *dev* indices into (train, val) folds. With ``groups`` every strat
 one side, which is how duplicate- and subject-aware splits prevent leakage. Splitter per case:
 
 * fixed-size parts (test carve-out, ``holdout`` val, ``train_fraction``, :func:`stratified_subset`):
-  ``StratifiedShuffleSplit`` / ``ShuffleSplit``. With groups they draw whole *groups* (stratified by each
-  group's most common label; unstratified this is exactly ``GroupShuffleSplit``), so sizes count groups
-  and the sample fraction is approximate when group sizes vary. ``StratifiedGroupKFold`` was not used
+  ``StratifiedShuffleSplit`` / ``ShuffleSplit``; with groups, whole groups drawn to a sample count, class by
+  class (unstratified: ``GroupShuffleSplit``), see :mod:`.draw`. ``StratifiedGroupKFold`` was not used
   here: it only gives 1/k fractions and takes seconds per call on ~50,000 duplicate-groups.
 * ``kfold``: ``StratifiedKFold`` / ``KFold`` (``Repeated*`` when ``repeats > 1``); with groups, and for
   ``group_kfold``: ``StratifiedGroupKFold`` / ``GroupKFold(shuffle=True)`` (scikit-learn >= 1.6).
 * ``loo`` / ``logo``: the folds of ``LeaveOneOut`` / ``LeaveOneGroupOut``, built directly because those
-  splitters also materialise one train array per fold (quadratic for thousands of folds).
+  splitters also materialise one train array per fold (quadratic for thousands of folds). With groups, ``loo``
+  still validates on one sample per fold and leaves its group's other members out of that fold's training part
+  (the fold's ``excluded`` indices), so no fold trains on a twin of the sample it is scored on.
+
+When every group is a singleton (no twins found), ``holdout``, ``kfold`` and ``loo`` split exactly as without
+groups (same indices), and ``params["grouped"]`` is false; ``params["groups"]`` says how many groups were given and
+the largest one's size.
 
 Errors name classes by name (``class_names``), and :func:`make_split` suggests only remedies it has tried on the
 same data and seen work.
@@ -21,14 +26,13 @@ same data and seen work.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from sklearn import model_selection as ms
 
+from medmnist_lit.splits.draw import UNSTRATIFY, Part, class_name, drop_class, held_count, hold_out, units
 from medmnist_lit.splits.split import EMPTY_INDEX, STRATEGIES, Codes, Fix, Split, SplitError, as_index
 
 log = logging.getLogger(__name__)
@@ -52,110 +56,6 @@ def _check_labels(labels: np.ndarray) -> np.ndarray:
     if not len(y):
         raise SplitError("labels is empty: there is nothing to split")
     return y
-
-
-def _units(index: np.ndarray, groups: Codes) -> tuple[np.ndarray, int]:
-    """Unit (group, or sample when ungrouped) of each position in ``index``, and the number of units."""
-    if groups is None:
-        return np.arange(len(index)), len(index)
-    unique, unit_of = np.unique(groups[index], return_inverse=True)
-    return unit_of.ravel(), len(unique)
-
-
-def _count(fraction: float, n: int) -> int:
-    """Held-out size the way scikit-learn rounds a float ``test_size`` (ceil), robust to float noise."""
-    return math.ceil(round(fraction * n, 9))
-
-
-def _class(names: Sequence[str] | None, label: Any) -> str:
-    """``class 'Hand'`` (by name when the names are known, else by index)."""
-    label = int(label)
-    return f"class {names[label]!r}" if names is not None and 0 <= label < len(names) else f"class {label}"
-
-
-_UNSTRATIFY: Fix = ("use --data.stratify false", {"stratify": False})
-
-
-def _drop(names: Sequence[str] | None, label: Any) -> Fix:
-    return (f"remove {_class(names, label)} from the data", {"_drop_class": int(label)})
-
-
-@dataclass(frozen=True)
-class _Part:
-    """A randomly drawn part as the user asked for it, so errors can name the option and a value that works.
-
-    Attributes:
-        label: How messages name the request (``test_fraction=0.2``, ``subset n=10``).
-        key: The option (``test_fraction`` for ``--data.test_fraction``).
-        base: Units the option's fraction is a fraction of; ``None`` when the option counts samples (subset).
-        names: Class names by label, for messages.
-    """
-
-    label: str
-    key: str
-    base: int | None
-    names: Sequence[str] | None = None
-
-    def fix(self, size: int) -> Fix | None:
-        """The option value (fewest decimals) that makes the drawn part ``size`` units."""
-        value: float | None = size if self.base is None else None
-        base = self.base or 1
-        for digits in range(2, 7) if self.base is not None else ():
-            if self.key == "train_fraction":  # the part drawn is the one left out: base - round(f * base)
-                f = round((base - size) / base, digits)
-                ok = 0 < f <= 1 and base - max(1, round(f * base)) == size
-            else:
-                f = math.ceil(round(size / base * 10**digits, 9)) / 10**digits
-                ok = 0 < f < 1 and _count(f, base) == size
-            if ok:
-                value = f
-                break
-        return None if value is None else (f"use --data.{self.key} {value:g}", {self.key: value})
-
-    def unstratified(self) -> Fix:
-        """The remedy that drops stratification (the subset is always stratified: leave it out instead)."""
-        return ("leave out --data.subset (use all the data)", None) if self.key == "subset" else _UNSTRATIFY
-
-
-def _hold_out(index: np.ndarray, y: np.ndarray, g: Codes, size: int, strat: bool, seed: int, part: _Part) -> np.ndarray:
-    """Sorted part of ``index`` made of ``size`` randomly drawn units (samples, or whole groups)."""
-    unit_of, n_units = _units(index, g)
-    noun = "sample" if g is None else "group"
-    opt = part.label
-    if size >= n_units:
-        fixes = [f for f in [part.fix(n_units - 1) if n_units > 1 else None] if f]
-        raise SplitError(f"{opt} would hold out {size} of {n_units} {noun}s, leaving none", fixes)
-    splitter: Any = ms.ShuffleSplit(n_splits=1, test_size=size, random_state=seed)
-    strata = y[index] if strat else np.zeros(n_units, dtype=np.int64)
-    if strat and g is not None:  # stratify groups by their most common label
-        classes, y_inv = np.unique(strata, return_inverse=True)
-        per_unit = np.zeros((n_units, len(classes)), dtype=np.int64)
-        np.add.at(per_unit, (unit_of, y_inv.ravel()), 1)
-        strata = classes[per_unit.argmax(axis=1)]
-    if strat:
-        classes, counts = np.unique(strata, return_counts=True)
-        if len(classes) < 2:
-            only = _class(part.names, classes[0])
-            raise SplitError(f"stratifying {opt} needs 2+ classes, found only {only}", [part.unstratified()])
-        if counts.min() < 2:
-            small = classes[counts.argmin()]
-            unit = "sample" if g is None else "group (by its most common label)"
-            problem = f"{_class(part.names, small)} has only 1 {unit}: too few to stratify {opt}"
-            raise SplitError(problem, [_drop(part.names, small), part.unstratified()])
-        k = len(classes)
-        if min(size, n_units - size) < k:
-            nearest = part.fix(k if size < k else n_units - k) if 2 * k <= n_units else None
-            raise SplitError(
-                f"{opt} splits {n_units} {noun}s into {size} and {n_units - size}, but stratifying needs one "
-                f"per class ({k}) on each side",
-                [f for f in (nearest, part.unstratified()) if f],
-            )
-        splitter = ms.StratifiedShuffleSplit(n_splits=1, test_size=size, random_state=seed)
-    try:
-        _, held = next(splitter.split(np.zeros((n_units, 1)), strata))
-    except ValueError as exc:  # safety net for a constraint the checks above missed
-        raise SplitError(f"cannot split for {opt}: {exc}") from exc
-    return as_index(index[np.isin(unit_of, held)])
 
 
 def _check_options(strategy: str, test_f: float, val_f: float, folds: int, repeats: int, train_f: float):
@@ -202,7 +102,7 @@ def _kfold(
         classes, counts = np.unique(yd, return_counts=True)
         if len(classes) < 2:
             raise SplitError(
-                f"stratified k-fold needs 2+ classes, dev holds only {_class(names, classes[0])}", [_UNSTRATIFY]
+                f"stratified k-fold needs 2+ classes, dev holds only {class_name(names, classes[0])}", [UNSTRATIFY]
             )
         if counts.min() < folds:
             least, small = int(counts.min()), classes[counts.argmin()]
@@ -210,9 +110,9 @@ def _kfold(
             if carved and least < 2:  # folds=1 is no k-fold: keep every class whole in dev instead
                 fixes.append(_whole_dev(folds, int(np.bincount(y)[np.unique(y)].min()), "every class whole"))
             raise SplitError(
-                f"folds={folds} is more than the {least} dev sample{'s' * (least != 1)} of {_class(names, small)}, "
+                f"folds={folds} is more than the {least} dev sample{'s' * (least != 1)} of {class_name(names, small)}, "
                 "so stratified k-fold cannot put one in each fold",
-                [*fixes, _drop(names, small), _UNSTRATIFY],
+                [*fixes, drop_class(names, small), UNSTRATIFY],
             )
     if g is None:
         if folds > len(dev):
@@ -263,6 +163,19 @@ def _predefined(codes: Codes, g: Codes) -> tuple[np.ndarray, np.ndarray, list]:
                 "move samples; drop the groups, or use holdout/kfold with groups for a leakage-free split"
             )
     return test, dev, [val]
+
+
+def _group_mates(dev: np.ndarray, g: np.ndarray) -> list[np.ndarray]:
+    """Per sample of ``dev``, the other dev samples of its group (leave-one-out's per-fold ``excluded``)."""
+    order = np.argsort(g[dev], kind="stable")
+    sorted_g = g[dev][order]
+    bounds = np.flatnonzero(np.r_[True, sorted_g[1:] != sorted_g[:-1], True])
+    mates = [EMPTY_INDEX] * len(dev)
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        block = dev[order[a:b]]
+        for position, sample in zip(order[a:b].tolist(), block.tolist(), strict=True) if b - a > 1 else ():
+            mates[position] = as_index(block[block != sample])
+    return mates
 
 
 def _logo(dev: np.ndarray, g: np.ndarray) -> list:
@@ -375,43 +288,49 @@ def _make_split(
     g, p = _check_codes("groups", groups, n), _check_codes("predefined", predefined, n)
     if strategy in ("group_kfold", "logo") and g is None:
         raise SplitError(f"strategy {strategy} needs groups; {_GROUP_HINT}")
-    if strategy == "loo" and g is not None:
-        raise SplitError("strategy loo cannot keep groups together; use strategy logo (leave one group out)")
+    sizes = None if g is None else np.unique(g, return_counts=True)[1]
+    if sizes is not None and sizes.max() == 1 and strategy in ("holdout", "kfold", "loo"):
+        log.info("every one of the %d groups is a single sample: splitting as without groups", len(sizes))
+        g = None  # identical indices to the ungrouped split, not merely equivalent ones
+    mates: list[np.ndarray] | None = None  # loo with groups: each fold's val sample's group mates
     if strategy == "predefined":
         test, dev, vals = _predefined(p, g)
     else:
-        everything, n_units = np.arange(n), _units(np.arange(n), g)[1]
+        everything, n_units = np.arange(n), units(np.arange(n), g)[1]
         test = EMPTY_INDEX
         if test_fraction > 0:
-            size = _count(test_fraction, n_units)
-            part = _Part(f"test_fraction={test_fraction}", "test_fraction", n_units, class_names)
-            test = _hold_out(everything, y, g, size, stratify, seed, part)
+            size = held_count(test_fraction, n_units)
+            part = Part(f"test_fraction={test_fraction}", "test_fraction", n_units, class_names)
+            test = hold_out(everything, y, g, size, stratify, seed, part, held_count(test_fraction, n))
         dev = np.setdiff1d(everything, test, assume_unique=True)
         if strategy == "holdout":
-            size = _count(val_fraction, n_units)  # a fraction of the whole dataset, not of dev
-            part = _Part(f"val_fraction={val_fraction}", "val_fraction", n_units, class_names)
-            vals = [_hold_out(dev, y, g, size, stratify, seed, part)]
+            size = held_count(val_fraction, n_units)  # a fraction of the whole dataset, not of dev
+            part = Part(f"val_fraction={val_fraction}", "val_fraction", n_units, class_names)
+            vals = [hold_out(dev, y, g, size, stratify, seed, part, held_count(val_fraction, n))]
         elif strategy in ("kfold", "group_kfold"):
             vals = _kfold(dev, y, g, folds, repeats, stratify, seed, class_names)
         elif strategy == "loo":  # LeaveOneOut's val folds
             vals = [dev[i : i + 1] for i in range(len(dev))]
+            mates = None if g is None else _group_mates(dev, g)
         else:
             vals = _logo(dev, g)  # type: ignore[arg-type]  # logo without groups is rejected above
     val_t, excluded = tuple(as_index(v) for v in vals), []
     for fold, val in enumerate(val_t):
-        if len(val) >= len(dev):  # every val fold is a subset of dev without repeats
+        left_out = EMPTY_INDEX if mates is None else mates[fold]
+        if len(val) + len(left_out) >= len(dev):  # every val fold is a subset of dev without repeats
             fixes = [_whole_dev(None, n, "all samples")] if len(dev) < n and strategy != "predefined" else []
             raise SplitError(f"fold {fold} has no training samples (dev holds {len(dev)})", fixes)
         if train_fraction == 1.0:  # nothing to drop: skip the per-fold set difference (quadratic for loo/logo)
-            excluded.append(EMPTY_INDEX)
+            excluded.append(left_out)
             continue
-        train = np.setdiff1d(dev, val, assume_unique=True)
-        n_units = _units(train, g)[1]
-        drop = n_units - max(1, round(train_fraction * n_units))
+        train = np.setdiff1d(dev, np.concatenate([val, left_out]), assume_unique=True)
+        n_units = units(train, g)[1]
+        drop, samples = (k - max(1, round(train_fraction * k)) for k in (n_units, len(train)))
         # Independent per-fold streams: a fold's subsample does not depend on the folds before it.
         fold_seed = int(np.random.SeedSequence([seed, fold]).generate_state(1)[0])
-        part = _Part(f"train_fraction={train_fraction} (fold {fold})", "train_fraction", n_units, class_names)
-        excluded.append(_hold_out(train, y, g, drop, stratify, fold_seed, part) if drop else EMPTY_INDEX)
+        part = Part(f"train_fraction={train_fraction} (fold {fold})", "train_fraction", n_units, class_names)
+        drawn = hold_out(train, y, g, drop, stratify, fold_seed, part, samples) if drop else EMPTY_INDEX
+        excluded.append(as_index(np.concatenate([left_out, drawn])))
     kfold, holdout = strategy in ("kfold", "group_kfold"), strategy == "holdout"
     params = {
         "strategy": strategy,
@@ -421,6 +340,7 @@ def _make_split(
         "repeats": int(repeats) if kfold else None,
         "stratify": bool(stratify),
         "grouped": g is not None,
+        "groups": None if sizes is None else {"n_groups": len(sizes), "largest": int(sizes.max())},
         "train_fraction": float(train_fraction),
     }
     return Split(strategy, n, as_index(test), as_index(dev), val_t, tuple(excluded), seed, params)
@@ -459,8 +379,8 @@ def stratified_subset(
         raise SplitError(f"subset n={n} is fewer than the {n_classes} classes; use --data.subset {n_classes} "
                          "or more, so every class is represented")  # fmt: skip
     everything = np.arange(len(y))
-    n_units = _units(everything, g)[1]
+    n_units = units(everything, g)[1]
     size = n if g is None else max(1, round(n * n_units / len(y)))
     # always stratified (--data.stratify does not apply); a subset as large as the data is the unstratified way out
-    part = _Part(f"subset n={n}", "subset", None, class_names)
-    return _hold_out(everything, y, g, size, True, seed, part)
+    part = Part(f"subset n={n}", "subset", None, class_names)
+    return hold_out(everything, y, g, size, True, seed, part, n)

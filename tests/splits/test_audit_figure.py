@@ -65,7 +65,7 @@ def test_audit_command_draws_the_pairs_it_reports(tmp_path: Path, monkeypatch, c
     for k, path in enumerate(sorted((source / "A").iterdir())[:10]):  # ten exact copies: some land across the split
         shutil.copy(path, source / "A" / f"copy{k}{path.suffix}")
     figure = tmp_path / "pairs.png"
-    assert main(["audit", "--data.source", str(source), "--figure", str(figure)]) == 0
+    assert main(["audit", "--data.source", str(source), "--data.group_by", "none", "--figure", str(figure)]) == 0
     assert f"figure: {figure}" in capsys.readouterr().out
     assert figure.stat().st_size > 1000
     (tmp_path / "F").write_text("a file")
