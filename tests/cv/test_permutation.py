@@ -98,6 +98,7 @@ def test_label_free_data_scores_at_chance(
     out = capsys.readouterr().out
     assert "Permutation test (5 label permutations): val/acc" in out
     assert "WARNING: Permutation test: val/acc" in out and "not distinguishable from chance" in out
+    assert out.count("Fold 0,") == 1 and out.count("permutation 5/5: val/acc") == 1  # one line per permuted cv
 
 
 def test_negative_permutations_are_refused(
