@@ -4,7 +4,9 @@
 time on the development labels permuted among all development samples (test labels untouched), and scores each
 run as the real one is scored: the mean ``val/acc`` over folds. The p-value is the one
 :func:`sklearn.model_selection.permutation_test_score` reports, ``(C + 1) / (N + 1)`` with ``C`` the permutations
-scoring at least the real score; it cannot fall below ``1 / (N + 1)``, so p < 0.05 needs N >= 20.
+scoring at least the real score; it cannot fall below ``1 / (N + 1)``, so p < 0.05 needs N >= 20. The folds stay
+the real cv's (sklearn re-splits each permutation when its splitter stratifies): a fold's samples, twins kept
+together and standardisation statistics are the same in every run, and only the labels differ.
 
 Each permutation runs on a DataModule around the already-loaded images (nothing is decoded again, the split is
 kept) through the engine the real cv used, so it costs about what the real cv cost. Its fold directories go to
