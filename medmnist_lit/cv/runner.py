@@ -28,6 +28,7 @@ import torch
 from medmnist_lit.cv.figures import write_cv_figures
 from medmnist_lit.cv.fold_parallel import folds_per_pass, several_devices, train_parallel, unsupported_reason
 from medmnist_lit.cv.folds import TrainerRecipe, fresh_model
+from medmnist_lit.cv.permutation import PermutationTest, check_permutations, permutation_test
 from medmnist_lit.cv.ray_folds import ChunkJob, train_on_ray
 from medmnist_lit.cv.summary import (
     OutOfFold,
@@ -83,6 +84,11 @@ class CVOptions:
             once, at most the folds one pass holds).
         cpus_per_chunk: CPUs each Ray task reserves (its thread count); fractions allowed.
         gpus_per_chunk: GPUs each Ray task reserves; fractions share a GPU between tasks.
+        permutations: After the cv, refit the same cv (folds, seeds, engine, executor) on this many permutations of
+            the development labels and report the permutation p-value of its mean ``val/acc``
+            (:mod:`medmnist_lit.cv.permutation`); 0 (the default) skips it. It costs N more cvs, each about as long
+            as the real one without its refit (one pass over the data per permutation with the parallel engine);
+            p < 0.05 needs N >= 20.
     """
 
     folds_to_run: list[int] | None = None
@@ -96,6 +102,7 @@ class CVOptions:
     chunk_size: int | None = None
     cpus_per_chunk: float = 1.0
     gpus_per_chunk: float = 0.0
+    permutations: int = 0
 
 
 @dataclass
@@ -355,6 +362,7 @@ def shared_run_dir(trainer: L.Trainer) -> Path:
 def run_cv_cli(cli: Any, options: CVOptions) -> CVResult:
     """``medmnist-lit cv`` on an instantiated :class:`~medmnist_lit.lightning_cli.TrainingCLI`."""
     datamodule, template, trainer = cli.datamodule, cli.model, cli.trainer
+    check_permutations(options.permutations)
     split = datamodule.split
     run_dir = shared_run_dir(trainer)
     trainer_config = cli.config_init.trainer.as_dict()
@@ -373,10 +381,22 @@ def run_cv_cli(cli: Any, options: CVOptions) -> CVResult:
         datamodule.save_split(run_dir / "split.npz")
     seed = int(cli.config.get("seed_everything") or 0)
     result = cross_validate(template, datamodule, recipe, run_dir, options, seed=seed)
+    test: PermutationTest | None = None
+    if options.permutations:
+        score = result.summary["val/acc"]["mean"]
+        test = permutation_test(cross_validate, template, datamodule, recipe, run_dir, options, seed=seed, score=score)
+        result.summary.update(test.summary())
+        result.summary["run"]["permutation_seconds"] = test.seconds
+        if writer:
+            write_json(run_dir / "summary.json", result.summary)
     if not writer:
         return result
     subtitle = describe_run(template, datamodule, trainer_config.get("max_epochs"))
     write_cv_figures(run_dir, result.histories, result.folds, result.summary, subtitle=subtitle)
     log.info(format_summary(result.summary))
+    if test is not None:
+        log.info(test.line())
+        if warning := test.warning():
+            log.warning("WARNING: %s", warning)
     log.info("run dir: %s", run_dir)
     return result
