@@ -58,6 +58,8 @@ METRIC_COLUMNS = (
     "test/without_twin/acc",
     "test/majority_acc",
     "oof/acc",
+    "oof/without_twin/acc",
+    "perm/p_value",
     "n_folds",
     "n_train",
     "n_val",

@@ -67,7 +67,8 @@ class CVOptions:
         folds_to_run: Run only these folds (0-based); all by default. A fold's results do not depend on which
             other folds run.
         refit: Also train one model on all development data and score it on the test split.
-        loo_limit: Refuse leave-one-out on more development samples than this (each sample is one model).
+        loo_limit: Refuse leave-one-out on more development samples, and leave-one-group-out with more groups, than
+            this (each sample or group is one model).
         engine: ``auto`` trains the folds' heads together in one pass over the data when the setup allows it
             (:mod:`medmnist_lit.cv.fold_parallel`) and one after another otherwise; ``parallel`` or ``sequential`` force
             one. Both give the same results, to within float tolerance.
@@ -371,6 +372,12 @@ def run_cv_cli(cli: Any, options: CVOptions) -> CVResult:
     engine, _ = choose_engine(options, template, recipe)
     if split.strategy == "loo":
         log.info("%s (%s)", loo_guard(len(split.dev), options.loo_limit), engine)
+    elif split.strategy == "logo" and split.n_folds > options.loo_limit:
+        raise ValueError(
+            f"leave-one-group-out: {split.n_folds} folds (one model per group; without --data.groups a group is a "
+            f"near-duplicate cluster), more than the limit of {options.loo_limit} (cv.loo_limit): give subject "
+            "groups with --data.groups FILE.csv, use --data.split group_kfold, or raise --cv.loo_limit"
+        )
     else:
         log.info("%s: %d folds (%s)", split.strategy, n_folds, engine)
     writer = process_rank() == 0

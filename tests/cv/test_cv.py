@@ -131,6 +131,14 @@ def test_loo_above_the_limit_is_refused_with_the_count(tmp_path: Path, monkeypat
     assert not list((tmp_path / "lightning_logs").rglob("fold_*"))
 
 
+def test_logo_over_near_duplicate_clusters_above_the_limit_is_refused(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)  # without --data.groups every near-duplicate cluster (mostly one image) is a group
+    assert main(["cv", *FAST, "--data.split", "logo", "--cv.loo_limit", "100"]) == 2
+    err = capsys.readouterr().err
+    assert "leave-one-group-out:" in err and "limit of 100" in err and "--data.groups" in err
+    assert not list((tmp_path / "lightning_logs").rglob("fold_*"))
+
+
 def test_loo_on_a_subset(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     run = _cv(
