@@ -368,14 +368,20 @@ def announce_scores(metrics: dict[str, float], datamodule: Any) -> None:
 
 
 def audit_run(datamodule: Any, directory: Path) -> dict[str, Any]:
-    """Leakage audit of the data and its split, saved as ``leakage.json``; leaks are logged as warnings."""
+    """Leakage audit of the data and its split with the split's class balance, saved as ``leakage.json``.
+
+    Leaks are logged as warnings.
+    """
     import warnings
 
     from medmnist_lit.splits.audit import audit
+    from medmnist_lit.splits.balance import class_balance
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         report = audit(datamodule.dataset, datamodule.split)
+    data = datamodule.dataset
+    report["class_balance"] = class_balance(data.labels, datamodule.split, data.class_names)
     write_json(directory / "leakage.json", report)
     exact, near = report["exact"]["n_pairs"], report["near"]["n_pairs"]
     log.info(

@@ -66,6 +66,18 @@ def test_saved_split_recreates_the_run(fitted: Path) -> None:
     assert len(np.intersect1d(split.train(0), split.val[0])) == 0
 
 
+def test_leakage_json_holds_the_class_balance_of_the_default_grouped_split(fitted: Path) -> None:
+    report = json.loads((fitted / "leakage.json").read_text())
+    split, balance = Split.load(fitted / "split.npz"), report["class_balance"]
+    assert split.params["grouped"]  # the digits hold a few near-duplicate clusters: the default keeps them together
+    parts = {part["part"]: part for part in balance["parts"]}
+    assert set(parts) == {"test", "fold_0/val", "fold_0/train"} and parts["test"]["n"] == len(split.test)
+    for part in parts.values():
+        assert sum(part["shares"]) == pytest.approx(1, abs=1e-3)
+    worst = max(parts.values(), key=lambda part: abs(part["points"]))
+    assert balance["largest"]["points"] == worst["points"] and abs(worst["points"]) < 5
+
+
 def test_tensorboard_has_curves_lr_and_hparams(fitted: Path) -> None:
     logged = scalars(fitted)
     for tag in ("train/loss", "val/loss", "train/acc", "val/acc"):
