@@ -239,15 +239,17 @@ def _leak_message(report: dict[str, Any]) -> str | None:
     if not parts:
         return None
     exact = totals["val_in_train"]["exact"]["total"] or totals["test_in_train"]["exact"]["total"]
-    hint = (
-        "`--data.group_by duplicates` to keep exact copies on one side, `--data.group_by near_duplicates` for both"
-        if exact
-        else "`--data.group_by near_duplicates` to keep them on one side"
-    )
+    if report["split"]["strategy"] == "predefined":
+        remedy = "The official split is used as published: believe its *_without_twin scores."
+    elif exact:
+        remedy = (
+            "Split with `--data.group_by duplicates` to keep exact copies on one side, or with the default "
+            "`--data.group_by near_duplicates` for both."
+        )
+    else:
+        remedy = "Split with the default `--data.group_by near_duplicates` to keep them on one side."
     threshold = report["measure"]["threshold"]
-    return (
-        f"Leakage: {'; '.join(parts)} (near: Pearson r >= {threshold} of thumbnails, same cluster). Split with {hint}."
-    )
+    return f"Leakage: {'; '.join(parts)} (near: Pearson r >= {threshold} of thumbnails, same cluster). {remedy}"
 
 
 def audit(

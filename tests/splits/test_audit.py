@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import warnings
@@ -386,6 +387,15 @@ def test_near_only_leak_suggests_near_duplicates_only() -> None:
     message = str(caught[0].message)
     assert "exact copy" not in message and "`--data.group_by near_duplicates`" in message
     assert "--data.group_by duplicates`" not in message
+
+
+def test_a_leaky_official_split_is_not_told_to_regroup() -> None:
+    data, _ = leaky_data()
+    split = dataclasses.replace(hand_split(13, test=[10], val=[[3, 9]]), strategy="predefined")
+    with pytest.warns(LeakageWarning, match="near-duplicate") as caught:
+        audit(data, split)
+    message = str(caught[0].message)  # an official split is used as published: no group_by remedy
+    assert "used as published" in message and "*_without_twin" in message and "group_by" not in message
 
 
 def test_per_fold_counts_match_the_definition_for_many_kinds_of_split() -> None:
