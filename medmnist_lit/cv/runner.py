@@ -267,6 +267,14 @@ def cross_validate(
     for warning in summary_warnings(summary):
         log.warning("WARNING: %s", warning)
     write_json(run_dir / "summary.json", summary)
+    write_root_trial(model, datamodule, recipe, outcome, options, seed=seed)
+    return outcome
+
+
+def write_root_trial(
+    model: Any, datamodule: Any, recipe: TrainerRecipe, result: CVResult, options: CVOptions, *, seed: int
+) -> None:
+    """The run root's TensorBoard trial (settings and the scores of ``result.summary``) and mean curves."""
     hparams = trial_hparams(
         model.hparams,
         getattr(datamodule, "hparams", {}),
@@ -275,8 +283,7 @@ def cross_validate(
         command="cv",
         cv=dataclasses.asdict(options),
     )
-    write_cv_tensorboard(run_dir, histories, hparams, reported_scores(summary))
-    return outcome
+    write_cv_tensorboard(result.run_dir, result.histories, hparams, reported_scores(result.summary))
 
 
 def _on_ray(
@@ -394,8 +401,9 @@ def run_cv_cli(cli: Any, options: CVOptions) -> CVResult:
         test = permutation_test(cross_validate, template, datamodule, recipe, run_dir, options, seed=seed, score=score)
         result.summary.update(test.summary())
         result.summary["run"]["permutation_seconds"] = test.seconds
-        if writer:
+        if writer:  # the permutation scores join the summary and the root's HParams row
             write_json(run_dir / "summary.json", result.summary)
+            write_root_trial(template, datamodule, recipe, result, options, seed=seed)
     if not writer:
         return result
     subtitle = describe_run(template, datamodule, trainer_config.get("max_epochs"))

@@ -14,6 +14,7 @@ from medmnist_lit.cli import main
 from medmnist_lit.cv.permutation import PermutationTest, p_value, permuted_datamodule, permuted_labels
 from medmnist_lit.data.datamodule import MedMNISTDataModule
 from medmnist_lit.jobs import cv_metrics
+from medmnist_lit.training.hparams import read_trial
 
 FAST = ["--trainer.max_epochs", "2", "--data.batch_size", "32", "--optimizer.lr", "0.1", "--data.split", "kfold"]
 KEYS = ("perm/n", "perm/mean", "perm/std", "perm/p_value")
@@ -77,6 +78,11 @@ def test_separable_data_beats_every_permutation_end_to_end(tmp_path: Path, monke
     # batches record the scalars, not the list
     metrics = cv_metrics(summary, [])
     assert all(key in metrics for key in KEYS) and "perm/scores" not in metrics
+    trial = read_trial(run)  # the root's HParams row, rewritten once the permutations are scored
+    assert trial is not None
+    assert trial[1]["perm/p_value"] == pytest.approx(1 / 21) and trial[1]["val/acc"] == pytest.approx(
+        summary["val/acc"]["mean"]
+    )
 
 
 def test_label_free_data_scores_at_chance(
