@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from procs import children
+from runfiles import batch_records, csv_rows
 
 from medmnist_lit.batch.spec import load_spec, parse_overrides, validate
 from medmnist_lit.cli import main
@@ -37,15 +38,6 @@ def _spec(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
     path = tmp_path / name
     path.write_text(text)
     return path
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def _records(directory: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text()) for p in sorted(directory.glob("*/record.json"))}
 
 
 # ------------------------------------------------------------------------------------------- the spec
@@ -194,13 +186,13 @@ def reference(optimizers_reference: Path) -> Path:
 
 
 def test_batch_writes_records_tables_and_figures(reference: Path) -> None:
-    records = _records(reference)
+    records = batch_records(reference)
     assert sorted(records) == sorted(f"{v}__seed0" for v in ("sgd", "sgd_momentum", "adagrad", "adam", "adamw"))
     for name, record in records.items():
         assert record["status"] == "ok" and record["attempt"] == 1, name
         assert (reference / name / "metrics.json").exists() and (reference / name / "config.yaml").exists()
         assert len(record["history"]["val/acc"]) == 1 and 0 <= record["metrics"]["val/acc"] <= 1
-    rows = _rows(reference / "results.csv")
+    rows = csv_rows(reference / "results.csv")
     assert [r["run"] for r in rows] == [f"{v}__seed0" for v in ("sgd", "sgd_momentum", "adagrad", "adam", "adamw")]
     assert rows[1]["optimizer"] == "SGD(lr=0.01, momentum=0.9)" and rows[0]["n_train"] == "60.0"
     for column in ("val/acc", "train/acc", "test/acc", "seconds", "epochs"):
@@ -254,27 +246,27 @@ def test_sigkill_mid_batch_then_resume_matches_uninterrupted(reference: Path, tm
     while any(_alive(p) for p in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert workers and not any(_alive(p) for p in workers), "workers outlived the batch process"
-    before = _records(batch)
+    before = batch_records(batch)
     assert 1 <= len(before) < 5, "the kill should land mid-batch"
     snapshot = {p: p.stat().st_mtime_ns for p in batch.rglob("*") if p.is_file()}
     time.sleep(0.5)  # nothing may keep writing after the kill
     assert {p: p.stat().st_mtime_ns for p in batch.rglob("*") if p.is_file()} == snapshot
 
     assert main(["batch", *OPTIMIZERS, "--root", str(root)]) == 0  # resume, in this process
-    after = _records(batch)
-    assert sorted(after) == sorted(_records(reference))
+    after = batch_records(batch)
+    assert sorted(after) == sorted(batch_records(reference))
     for name, record in before.items():
         assert after[name] == record, f"{name} was finished before the kill and must not run again"
     for name in set(after) - set(before):  # restarted in a clean directory: no worker console.log left over
         assert not (batch / name / "console.log").exists(), name
         assert len(list((batch / name / "checkpoints").iterdir())) == 2, name
-    got, want = _rows(batch / "results.csv"), _rows(reference / "results.csv")
+    got, want = csv_rows(batch / "results.csv"), csv_rows(reference / "results.csv")
     assert [{k: r[k] for k in STABLE} for r in got] == [{k: r[k] for k in STABLE} for r in want]
     for g, w in zip(got, want, strict=True):
         for key in ("val/acc", "train/acc", "test/acc", "val/loss", "test/loss"):
             assert float(g[key]) == pytest.approx(float(w[key]), rel=1e-5), (g["run"], key)
     assert main(["batch", *OPTIMIZERS, "--root", str(root)]) == 0  # all recorded: nothing runs again
-    assert _records(batch) == after
+    assert batch_records(batch) == after
 
 
 FAILING = """
@@ -294,18 +286,18 @@ def test_failed_run_is_recorded_and_rerun_only_with_retry(tmp_path: Path, capsys
     root = str(tmp_path / "logs")
     batch = tmp_path / "logs" / "failing"
     assert main(["batch", spec, "--root", root]) == 1
-    records = _records(batch)
+    records = batch_records(batch)
     assert records["fine__seed0"]["status"] == "ok"
     broken = records["broken__seed0"]
     assert broken["status"] == "failed" and "data.subset must be at least 2" in broken["error"]
     assert "datamodule.py" in broken["traceback"] and broken["attempt"] == 1
     assert "`broken__seed0`: ValueError: data.subset must be at least 2" in (batch / "results.md").read_text()
-    assert [r["status"] for r in _rows(batch / "results.csv")] == ["ok", "failed"]
+    assert [r["status"] for r in csv_rows(batch / "results.csv")] == ["ok", "failed"]
 
     assert main(["batch", spec, "--root", root]) == 1  # failed runs are not retried by default
-    assert _records(batch) == records
+    assert batch_records(batch) == records
     assert main(["batch", spec, "--root", root, "--retry-failed"]) == 1
-    again = _records(batch)
+    again = batch_records(batch)
     assert again["broken__seed0"]["attempt"] == 2 and again["fine__seed0"] == records["fine__seed0"]
 
     # a changed config is never silently reused: an error naming run and key, or a rerun when asked
@@ -316,7 +308,7 @@ def test_failed_run_is_recorded_and_rerun_only_with_retry(tmp_path: Path, capsys
     assert main(["batch", spec, "--root", root, "--trainer.max_epochs", "2", "--dry-run"]) == 0
     assert "fine__seed0    fit  changed" in capsys.readouterr().out
     assert main(["batch", spec, "--root", root, "--trainer.max_epochs", "2", "--rerun-changed"]) == 1
-    assert _records(batch)["fine__seed0"]["metrics"]["epochs"] == 2
+    assert batch_records(batch)["fine__seed0"]["metrics"]["epochs"] == 2
 
 
 CRASHING = """
@@ -336,10 +328,10 @@ def test_a_run_that_kills_its_worker_is_recorded_failed_and_the_batch_goes_on(tm
 
     spec = str(_spec(tmp_path, CRASHING))
     assert main(["batch", spec, "--root", str(tmp_path / "logs"), "--workers", "2"]) == 1
-    records = _records(tmp_path / "logs" / "crashing")
+    records = batch_records(tmp_path / "logs" / "crashing")
     assert {name: r["status"] for name, r in records.items()} == {"crash__seed0": "failed", "fine__seed0": "ok"}
     assert records["crash__seed0"]["error"] == WORKER_DIED and records["crash__seed0"]["attempt"] == 1
-    assert [r["status"] for r in _rows(tmp_path / "logs" / "crashing" / "results.csv")] == ["failed", "ok"]
+    assert [r["status"] for r in csv_rows(tmp_path / "logs" / "crashing" / "results.csv")] == ["failed", "ok"]
 
 
 def _write_run(directory: Path, run: dict, metrics: dict, config: dict, folds: list[dict] | None = None) -> None:

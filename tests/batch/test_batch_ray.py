@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 from datagen import make_image_folder
 from procs import descendants
+from runfiles import batch_records, csv_rows
 
 from medmnist_lit.batch.ray_executor import put_datasets
 from medmnist_lit.batch.spec import Run
@@ -96,17 +96,8 @@ def local(optimizers_reference: Path) -> Path:
     return optimizers_reference
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def _records(directory: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text()) for p in sorted(directory.glob("*/record.json"))}
-
-
 def _assert_same_results(got: Path, want: Path) -> None:
-    rows, expected = _rows(got / "results.csv"), _rows(want / "results.csv")
+    rows, expected = csv_rows(got / "results.csv"), csv_rows(want / "results.csv")
     assert [{k: r[k] for k in STABLE} for r in rows] == [{k: r[k] for k in STABLE} for r in expected]
     for g, w in zip(rows, expected, strict=True):
         for key in SCORES:  # the runs' thread counts differ: float sums may differ in the last bits
@@ -142,7 +133,7 @@ def test_batch_on_ray_equals_the_local_executor(cluster: str, local: Path, tmp_p
     assert main(["batch", *OPTIMIZERS, "--root", str(tmp_path), "--executor", "ray"]) == 0
     assert puts_made() - puts == 1  # five runs on one dataset (the demo): put in the object store once
     batch = tmp_path / "optimizers"
-    records = _records(batch)
+    records = batch_records(batch)
     assert sorted(records) == RUNS
     assert all(r["status"] == "ok" and r["attempt"] == 1 for r in records.values())
     assert all((batch / name / "console.log").exists() for name in RUNS)  # quiet runs: each console in its run
@@ -156,7 +147,7 @@ def test_a_killed_ray_worker_is_retried_and_every_run_recorded_once(cluster: str
     )
     assert killed is not None, "no Ray worker was caught mid-run"
     assert status == [0]
-    records = _records(tmp_path / "optimizers")
+    records = batch_records(tmp_path / "optimizers")
     assert sorted(records) == RUNS and all(r["status"] == "ok" for r in records.values())
     assert records[killed]["attempt"] == 1  # Ray's retry is the same attempt of the batch
     _assert_same_results(tmp_path / "optimizers", local)
@@ -206,14 +197,14 @@ def test_sigkill_of_the_driver_then_the_same_command_resumes(cluster: str, local
     while _tasks() and time.monotonic() < deadline:  # Ray ends the dead driver's tasks
         time.sleep(0.1)
     assert not _tasks(), "the dead driver's runs kept running"
-    before = _records(batch)
+    before = batch_records(batch)
     assert 1 <= len(before) < len(RUNS), "the kill should land mid-batch"
     snapshot = {p: p.stat().st_mtime_ns for p in batch.rglob("*") if p.is_file()}
     time.sleep(0.5)  # nothing may keep writing after the kill
     assert {p: p.stat().st_mtime_ns for p in batch.rglob("*") if p.is_file()} == snapshot
 
     assert main(["batch", *OPTIMIZERS, "--root", str(tmp_path), "--executor", "ray"]) == 0
-    after = _records(batch)
+    after = batch_records(batch)
     assert sorted(after) == RUNS
     for name, record in before.items():
         assert after[name] == record, f"{name} was finished before the kill and must not run again"
@@ -284,6 +275,6 @@ def test_a_batch_on_ray_reads_its_dataset_from_the_object_store_only(
     puts = puts_made()
     assert main(["batch", str(spec), "--root", str(tmp_path), "--executor", "ray"]) == 0
     assert puts_made() - puts == 1
-    records = _records(tmp_path / "two")
+    records = batch_records(tmp_path / "two")
     assert sorted(records) == ["base__seed0", "base__seed1"] and all(r["status"] == "ok" for r in records.values())
     assert list(cache.iterdir()) == []

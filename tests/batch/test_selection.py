@@ -9,16 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from runfiles import csv_rows
 
 from medmnist_lit.batch.report import write_tables
 from medmnist_lit.batch.selection import held_out_metric, lower_is_better
 
 HOLDOUT = {"data": {"split": "holdout", "test_fraction": 0.2}}
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def _predictions(path: Path, labels: list[int], wrong: set[int]) -> None:
@@ -73,7 +69,7 @@ def selected(tmp_path: Path) -> Path:
 
 
 def test_the_winner_is_marked_with_its_test_score_and_optimism(selected: Path) -> None:
-    variants = {r["variant"]: r for r in _rows(selected / "variants.csv")}
+    variants = {r["variant"]: r for r in csv_rows(selected / "variants.csv")}
     assert [v for v, r in variants.items() if r["selected"] == "yes"] == ["b"]
     md = (selected / "results.md").read_text()
     section = md[md.index("## Selection") : md.index("### McNemar")]
@@ -87,10 +83,10 @@ def test_the_winner_is_marked_with_its_test_score_and_optimism(selected: Path) -
 
 def test_leakage_and_baseline_columns_appear_where_records_have_them(selected: Path) -> None:
     new = ("val/without_twin/acc", "val/leak_inflation", "test/without_twin/acc", "test/majority_acc")
-    runs = {r["run"]: r for r in _rows(selected / "results.csv")}
+    runs = {r["run"]: r for r in csv_rows(selected / "results.csv")}
     assert all(c in runs["a__seed0"] for c in new)
     assert float(runs["a__seed0"]["test/majority_acc"]) == 0.34 and runs["c__seed0"]["val/leak_inflation"] == ""
-    variants = {r["variant"]: r for r in _rows(selected / "variants.csv")}
+    variants = {r["variant"]: r for r in csv_rows(selected / "variants.csv")}
     assert variants["a"]["val/leak_inflation"] == "0.4000 ± 0.0000" and variants["c"]["val/leak_inflation"] == "–"
     header = next(line for line in (selected / "results.md").read_text().splitlines() if line.startswith("| variant"))
     assert all(c in header for c in new)

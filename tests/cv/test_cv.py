@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from datagen import make_image_folder, make_npz
+from runfiles import csv_rows
 
 from medmnist_lit.cli import main
 from medmnist_lit.utils.stats import describe
@@ -30,11 +30,6 @@ def kfold_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return _cv(cwd, "k", "--data.split", "kfold", "--data.folds", "3", "--cv.refit", "true")
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open() as handle:
-        return list(csv.DictReader(handle))
-
-
 def test_every_fold_has_its_own_directory(kfold_run: Path) -> None:
     for fold in range(3):
         directory = kfold_run / f"fold_{fold}"
@@ -51,7 +46,7 @@ def test_every_fold_has_its_own_directory(kfold_run: Path) -> None:
 
 
 def test_summary_is_the_aggregate_of_folds_csv(kfold_run: Path) -> None:
-    rows = _rows(kfold_run / "folds.csv")
+    rows = csv_rows(kfold_run / "folds.csv")
     summary = json.loads((kfold_run / "summary.json").read_text())
     assert [int(r["fold"]) for r in rows] == [0, 1, 2]
     for key in ("val/acc", "val/loss", "val/f1", "val/auroc", "train/loss"):
@@ -71,7 +66,7 @@ def test_summary_is_the_aggregate_of_folds_csv(kfold_run: Path) -> None:
 def test_pooled_oof_metrics_match_sklearn_on_oof_csv(kfold_run: Path) -> None:
     from sklearn.metrics import accuracy_score, roc_auc_score
 
-    rows = _rows(kfold_run / "oof.csv")
+    rows = csv_rows(kfold_run / "oof.csv")
     summary = json.loads((kfold_run / "summary.json").read_text())
     classes = [k[2:] for k in rows[0] if k.startswith("p_")]
     labels = [classes.index(r["label"]) for r in rows]
@@ -84,7 +79,7 @@ def test_pooled_oof_metrics_match_sklearn_on_oof_csv(kfold_run: Path) -> None:
 
 
 def test_oof_covers_every_non_test_sample_once(kfold_run: Path) -> None:
-    rows = _rows(kfold_run / "oof.csv")
+    rows = csv_rows(kfold_run / "oof.csv")
     summary = json.loads((kfold_run / "summary.json").read_text())
     assert len(rows) == summary["run"]["n_dev"] == len({r["id"] for r in rows})
     split = np.load(kfold_run / "split.npz")

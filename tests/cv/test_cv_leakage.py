@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from pathlib import Path
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 from cliruns import run_in
 from planted import NO_GROUPS, Planted, expected_twins, planted_npz
+from runfiles import csv_rows
 from tbevents import scalars
 
 from medmnist_lit.splits.split import Split
@@ -43,15 +43,10 @@ def cv_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Planted, Path, lis
     return planted, next((directory / "lightning_logs").glob("*/version_0")), handler.lines
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open() as handle:
-        return list(csv.DictReader(handle))
-
-
 def test_folds_pooled_and_ensemble_count_exactly_the_planted_twins(cv_run: tuple[Planted, Path, list[str]]) -> None:
     planted, run, _ = cv_run
     split = Split.load(run / "split.npz")
-    rows = _rows(run / "folds.csv")
+    rows = csv_rows(run / "folds.csv")
     summary = json.loads((run / "summary.json").read_text())
     expected = [expected_twins(planted.cluster, split.val[k], split.train(k)) for k in range(3)]
     assert [float(r["val/with_twin/n"]) for r in rows] == expected
@@ -72,7 +67,7 @@ def test_ensemble_intervals_predictions_tensorboard_and_console(cv_run: tuple[Pl
     planted, run, lines = cv_run
     split = Split.load(run / "split.npz")
     summary = json.loads((run / "summary.json").read_text())
-    rows = _rows(run / "test_predictions.csv")
+    rows = csv_rows(run / "test_predictions.csv")
     assert [int(r["index"]) for r in rows] == split.test.tolist()
     correct = sum(r["label"] == r["predicted"] for r in rows)
     assert correct / len(rows) == pytest.approx(summary["test/acc"])

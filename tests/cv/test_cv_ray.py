@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 from procs import descendants
+from runfiles import csv_rows
 
 from medmnist_lit.cli import main
 from medmnist_lit.cv.ray_folds import chunk_size
@@ -66,11 +66,6 @@ def _cv(root: Path, name: str, *args: str) -> Path:
     return root / "lightning_logs" / name / "version_0"
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 def _same(got: Any, want: Any, where: str) -> None:
     if isinstance(want, dict):
         assert sorted(got) == sorted(want), where
@@ -102,7 +97,7 @@ def _files(directory: Path) -> list[str]:
 def _assert_same_run(got: Path, want: Path) -> None:
     """folds.csv, oof.csv, summary.json (all but timing and the executor) and the fold directories are the same."""
     for name in ("folds.csv", "oof.csv"):
-        rows, expected = _rows(got / name), _rows(want / name)
+        rows, expected = csv_rows(got / name), csv_rows(want / name)
         skip = {"seconds"}
         _same(
             [{k: _number(v) for k, v in r.items() if k not in skip} for r in rows],

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from datagen import make_npz
+from runfiles import csv_rows
 
 from medmnist_lit.cli import main
 from medmnist_lit.cv.permutation import PermutationTest, p_value, permuted_datamodule, permuted_labels
@@ -23,11 +23,6 @@ KEYS = ("perm/n", "perm/mean", "perm/std", "perm/p_value")
 def _cv(name: str, *args: str) -> Path:
     assert main(["cv", *FAST, "--trainer.logger.init_args.name", name, *args]) == 0
     return Path("lightning_logs") / name / "version_0"
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open() as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_p_value_is_sklearns_permutation_test_score() -> None:
@@ -65,7 +60,7 @@ def test_separable_data_beats_every_permutation_end_to_end(tmp_path: Path, monke
     monkeypatch.chdir(tmp_path)
     run = _cv("separable", "--data.subset", "400", "--data.folds", "2", "--cv.permutations", "20")
     summary = json.loads((run / "summary.json").read_text())
-    rows = _rows(run / "permutations.csv")
+    rows = csv_rows(run / "permutations.csv")
     assert [int(r["permutation"]) for r in rows] == list(range(20)) and len({r["seed"] for r in rows}) == 20
     scores = [float(r["score"]) for r in rows]
     assert summary["perm/scores"] == pytest.approx(scores)
@@ -98,7 +93,7 @@ def test_label_free_data_scores_at_chance(
     run = _cv("flat", "--data.source", str(npz), "--data.folds", "3", "--cv.permutations", "5")
     summary = json.loads((run / "summary.json").read_text())
     assert summary["perm/p_value"] > 0.2
-    labels = [r["label"] for r in _rows(run / "oof.csv")]  # every development sample, once
+    labels = [r["label"] for r in csv_rows(run / "oof.csv")]  # every development sample, once
     majority = max(labels.count(name) for name in set(labels)) / len(labels)
     assert summary["perm/mean"] == pytest.approx(majority, abs=0.05)  # chance: the majority class
     out = capsys.readouterr().out
