@@ -6,6 +6,7 @@ import csv
 import math
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,23 @@ def ensemble_metrics(probs: torch.Tensor, targets: torch.Tensor, names: Sequence
     return {f"{prefix}/{k}": v for k, v in metrics.compute()[0].items()}
 
 
+@dataclass(frozen=True)
+class _Part:
+    """One fold's validation samples: their probabilities, and what the pooled scores need to stratify them."""
+
+    index: np.ndarray
+    probs: np.ndarray
+    fold: int
+    repeat: int
+    twin: np.ndarray | None
+    majority: int | None
+
+
 class OutOfFold:
     """Out-of-fold predictions gathered fold by fold, kept as arrays (cheap for large sets and for LOO)."""
 
     def __init__(self) -> None:
-        self._parts: list[tuple[np.ndarray, np.ndarray, int, int]] = []
-        self._twins: list[np.ndarray | None] = []
-        self._majority: list[int | None] = []
+        self._parts: list[_Part] = []
 
     def add(
         self,
@@ -54,36 +65,34 @@ class OutOfFold:
         ``twin`` marks the samples with a near-duplicate in that fold's training part and ``majority`` is its most
         common class: the pooled scores are then stratified (``oof/with_twin/…``) and get a majority baseline.
         """
-        self._parts.append((np.asarray(index, dtype=np.int64), np.asarray(probs, dtype=np.float32), fold, repeat))
-        self._twins.append(None if twin is None else np.asarray(twin, dtype=bool))
-        self._majority.append(majority)
+        twin = None if twin is None else np.asarray(twin, dtype=bool)
+        index, probs = np.asarray(index, dtype=np.int64), np.asarray(probs, dtype=np.float32)
+        self._parts.append(_Part(index, probs, fold, repeat, twin, majority))
 
     def __len__(self) -> int:
-        return sum(len(index) for index, *_ in self._parts)
+        return sum(len(part.index) for part in self._parts)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(index, fold, repeat, probs)``, sorted by repeat then sample index."""
         if not self._parts:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-        index = np.concatenate([p[0] for p in self._parts])
-        fold = np.concatenate([np.full(len(p[0]), p[2]) for p in self._parts])
-        repeat = np.concatenate([np.full(len(p[0]), p[3]) for p in self._parts])
-        probs = np.concatenate([p[1] for p in self._parts])
+        index = np.concatenate([p.index for p in self._parts])
+        fold = np.concatenate([np.full(len(p.index), p.fold) for p in self._parts])
+        repeat = np.concatenate([np.full(len(p.index), p.repeat) for p in self._parts])
+        probs = np.concatenate([p.probs for p in self._parts])
         order = np.lexsort((index, repeat))
         return index[order], fold[order], repeat[order], probs[order]
 
     def _stratified(self, labels: np.ndarray) -> dict[str, float]:
         """``oof/with_twin/…``, ``oof/without_twin/…``, ``oof/leak_inflation`` and ``oof/majority_acc``."""
-        if any(m is None for m in self._majority):
+        if any(p.majority is None for p in self._parts):
             return {}
-        index = np.concatenate([p[0] for p in self._parts])
-        probs = np.concatenate([p[1] for p in self._parts])
-        majority = np.concatenate([np.full(len(p[0]), m) for p, m in zip(self._parts, self._majority, strict=True)])
-        twin = None
-        if all(t is not None for t in self._twins):
-            twin = np.concatenate([t for t in self._twins if t is not None])
-        targets = np.asarray(labels)[index]
-        return stage_scores("oof", probs, targets, twin=twin, majority=majority)
+        index = np.concatenate([p.index for p in self._parts])
+        probs = np.concatenate([p.probs for p in self._parts])
+        majority = np.concatenate([np.full(len(p.index), p.majority) for p in self._parts])
+        twins = [p.twin for p in self._parts if p.twin is not None]
+        twin = np.concatenate(twins) if len(twins) == len(self._parts) else None
+        return stage_scores("oof", probs, np.asarray(labels)[index], twin=twin, majority=majority)
 
     def pooled(self, labels: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
         """Accuracy and AUROC of all out-of-fold predictions together, with an exact binomial interval."""
