@@ -6,6 +6,8 @@ time its ``children`` file is read, so every read treats a vanished entry as hav
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 
 
@@ -34,3 +36,12 @@ def descendants(pid: int) -> set[int]:
                 found.add(child)
                 todo.append(child)
     return found
+
+
+def wait_for_a_record(proc: subprocess.Popen[bytes], batch: Path, timeout: float = 120) -> None:
+    """Wait until a batch subprocess has recorded its first run; fail with its stderr if it exits first."""
+    deadline = time.monotonic() + timeout
+    while not list(batch.glob("*/record.json")):
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert time.monotonic() < deadline, "no run finished in time"
+        time.sleep(0.05)

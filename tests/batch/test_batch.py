@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from procs import children
+from procs import children, wait_for_a_record
 from runfiles import batch_records, csv_rows
 
 from medmnist_lit.batch.spec import load_spec, parse_overrides, validate
@@ -234,11 +234,7 @@ def test_sigkill_mid_batch_then_resume_matches_uninterrupted(reference: Path, tm
     command = [sys.executable, "-m", "medmnist_lit", "batch", *OPTIMIZERS, "--root", str(root), "--workers", "2"]
     proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     batch = root / "optimizers"
-    deadline = time.monotonic() + 120
-    while not list(batch.glob("*/record.json")):
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        assert time.monotonic() < deadline, "no run finished in time"
-        time.sleep(0.05)
+    wait_for_a_record(proc, batch)
     workers = children(proc.pid)  # the workers (and multiprocessing's resource tracker)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

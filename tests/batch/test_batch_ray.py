@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from datagen import make_image_folder
-from procs import descendants
+from procs import descendants, wait_for_a_record
 from runfiles import batch_records, csv_rows
 
 from medmnist_lit.batch.ray_executor import put_datasets
@@ -186,11 +186,7 @@ def test_sigkill_of_the_driver_then_the_same_command_resumes(cluster: str, local
     command += ["--executor", "ray", "--ray.address", cluster]  # RAY_AUTH_MODE=token: ray.init set it here
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     batch = tmp_path / "optimizers"
-    deadline = time.monotonic() + 120
-    while not list(batch.glob("*/record.json")):
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        assert time.monotonic() < deadline, "no run finished in time"
-        time.sleep(0.05)
+    wait_for_a_record(proc, batch)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 30
