@@ -104,14 +104,25 @@ def kill_all(pids: list[int]) -> None:
 
 
 def start(args: list[str], err: Path) -> subprocess.Popen[bytes]:
-    """``python -m medmnist_lit <args>`` in a new session (its own process group), stderr to ``err``."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "medmnist_lit", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=err.open("wb"),
-        start_new_session=True,
-    )
+    """``python -m medmnist_lit <args>`` in a new session (its own process group), stderr to ``err``.
+
+    The command starts as from a terminal, with SIGINT neither ignored nor blocked, whatever this test process's own
+    state: a child inherits both across exec (and Python installs no KeyboardInterrupt for an ignored SIGINT), and
+    in some full-suite runs an earlier test left one of them behind, so Ctrl-C never reached the command.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a handler resets to default at exec
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "medmnist_lit", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err.open("wb"),
+            start_new_session=True,
+        )
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, previous)
 
 
 def one_interrupt_line(stderr: str, expected: str) -> None:
