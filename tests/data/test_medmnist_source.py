@@ -186,3 +186,15 @@ def test_a_name_as_test_source_and_its_fingerprint(
     dm = MedMNISTDataModule("medmnist:breastmnist", test_source="medmnist:BREASTMNIST", split="predefined")
     assert dm.hparams["source"] == "medmnist:breastmnist" and dm.external.class_names == ("malignant", "normal, benign")
     assert dm.fingerprint is not None and len(server.requests) == 1
+
+
+def test_a_killed_downloads_partial_folder_is_removed_by_the_next(
+    server: Server, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish(server, monkeypatch, tmp_path, "breastmnist")
+    killed = root / ".breastmnist.npz.partial-abc"  # its owner's lock (a plain file, no longer locked) is free
+    killed.mkdir(parents=True)
+    (killed / ".lock").write_text("12345\n")
+    (killed / "breastmnist.npz").write_bytes(b"half")
+    load_dataset("medmnist:breastmnist")
+    assert sorted(p.name for p in root.iterdir()) == ["breastmnist.npz"]
