@@ -37,6 +37,7 @@ from medmnist_lit.data.arrays import read_digits, read_npz
 from medmnist_lit.data.fingerprint import folder_state, source_fingerprint, unchanged_folder_fingerprint, zip_digest
 from medmnist_lit.data.imageset import ImageSet
 from medmnist_lit.data.layout import DataError, check_options, source_kind
+from medmnist_lit.data.medmnist_source import is_medmnist, locate
 from medmnist_lit.data.serving import dataset_key, served, serving_any
 from medmnist_lit.data.sources import decode_files
 from medmnist_lit.utils.processes import UNLOCKED_STALE_SECONDS, abandoned, claim, release
@@ -279,10 +280,12 @@ def load_dataset(
 
     Args:
         source: A folder with one sub-folder per class (optionally inside one wrapping folder), a ``.zip``
-            of one (read in place), or a MedMNIST ``.npz``. ``None`` loads the bundled 8×8 digits demo.
+            of one (read in place), a MedMNIST ``.npz``, or ``medmnist:NAME`` (a 2D MedMNIST dataset at
+            ``image_size``, downloaded when missing: :mod:`~medmnist_lit.data.medmnist_source`). ``None`` loads the
+            bundled 8×8 digits demo.
         channels: 1 (grayscale, ``Image.convert("L")``) or 3 (RGB).
         image_size: Resize every image to ``image_size×image_size`` (bilinear); ``None`` keeps the size,
-            which must then be the same for all images.
+            which must then be the same for all images. For ``medmnist:NAME``, which published size to read.
         cache_dir: Cache directory (default: :func:`default_cache_dir`).
         skip_bad: Skip unreadable images (logged, listed in ``meta["skipped"]``) instead of failing.
         workers: Decoding processes (default: one per CPU for large sets).
@@ -302,6 +305,13 @@ def load_dataset(
             return ready
     if source is None:
         return read_digits(channels=channels, image_size=image_size)
+    if is_medmnist(source):  # located (downloaded when missing), then cached like any .npz
+        named = locate(str(source), image_size)
+        return named.label(
+            load_dataset(
+                named.download(), channels=channels, image_size=named.size, cache_dir=cache_dir, skip_bad=skip_bad
+            )
+        )
     path = Path(source).expanduser()
     kind = source_kind(path)
     path = path.resolve()

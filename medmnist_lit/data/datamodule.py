@@ -21,6 +21,7 @@ from medmnist_lit.data.fold import Fold, PixelStats, fold_loader, fold_statistic
 from medmnist_lit.data.grouping import GroupBy, with_groups
 from medmnist_lit.data.imageset import ImageSet
 from medmnist_lit.data.loaders import BatchLoader, EpochSampler, PixelTransform
+from medmnist_lit.data.medmnist_source import is_medmnist, locate
 from medmnist_lit.data.provenance import DataProvenance, fingerprint_of, pending_record, split_digest
 from medmnist_lit.splits.balance import UNBALANCED_POINTS, class_balance, describe_balance
 from medmnist_lit.splits.split import Split
@@ -39,7 +40,9 @@ SplitName = Literal["holdout", "kfold", "loo", "group_kfold", "logo", "predefine
 
 
 def _absolute(path: str | None) -> str | None:
-    return None if path is None else os.path.abspath(os.path.expanduser(path))
+    if path is None or is_medmnist(path):  # a name (medmnist:NAME) is the same wherever the run starts
+        return path
+    return os.path.abspath(os.path.expanduser(path))
 
 
 class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ignore[misc]  # weights-only loader
@@ -49,10 +52,12 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
     batches are index slices of in-memory tensors (see :mod:`medmnist_lit.data.loaders`).
 
     Args:
-        source: Image folder (one sub-folder per class), ``.zip`` of one, MedMNIST ``.npz``, or ``None`` for the
-            bundled scikit-learn digits demo.
+        source: Image folder (one sub-folder per class), ``.zip`` of one, MedMNIST ``.npz``, ``medmnist:NAME`` (a
+            2D MedMNIST dataset, downloaded into ``$MEDMNIST_ROOT`` or ``~/.medmnist`` when missing), or ``None``
+            for the bundled scikit-learn digits demo.
         channels: 1 converts to grayscale, 3 to RGB.
         image_size: Resize every image to ``image_size×image_size``; ``None`` keeps the size (all must match).
+            With ``medmnist:NAME``: the published size to read (28, 64, 128 or 224; ``None``: 28).
         cache_dir: Where decoded arrays are cached (default: the user cache dir or ``$MEDMNIST_LIT_CACHE``).
         skip_bad: Skip unreadable images (and report them) instead of stopping.
         split: Validation strategy: ``holdout``, ``kfold``, ``loo``, ``group_kfold``, ``logo`` or ``predefined``.
@@ -198,7 +203,7 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
     @cached_property
     def dataset(self) -> ImageSet:
         """The (optionally subsampled) dataset, with group codes attached; loaded on first use."""
-        if self.restored is not None:
+        if self.restored is not None and not is_medmnist(self.source):  # a name is downloaded again if gone
             self.restored.require_source(self.source)
         data = load_dataset(
             self.source,
@@ -222,7 +227,10 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
     def fingerprint(self) -> str | None:
         """The source's fingerprint (see :mod:`~medmnist_lit.data.fingerprint`); ``None`` for the digits demo."""
         if "fingerprint" not in self._digests:  # once for all DataModules of with_fold: a stat of every file
-            self._digests["fingerprint"] = fingerprint_of(self.source)
+            source = self.source
+            if is_medmnist(source):  # the file it names (loaded, so there) at this image size
+                source = str(locate(str(source), self.image_size).path)
+            self._digests["fingerprint"] = fingerprint_of(source)
         return self._digests["fingerprint"]
 
     @property

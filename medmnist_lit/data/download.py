@@ -80,7 +80,7 @@ def download(
     try:
         archive = work / "archive.zip"
         with open(archive, "wb") as f:
-            _fetch(url, f, timeout)
+            fetch(url, f, timeout)
         partial = work / FOLDER
         partial.mkdir()  # a plain mkdir (umask), unlike mkdtemp's 0700: the finished folder is the user's
         count = _extract(archive, partial, url)
@@ -125,8 +125,16 @@ def _remove_leftovers(root: Path) -> None:
                 path.unlink(missing_ok=True)
 
 
-def _fetch(url: str, out: BinaryIO, timeout: float) -> None:
-    """Stream ``url`` into ``out`` with a progress bar on stderr; raise :class:`DownloadError` on failure."""
+def fetch(url: str, out: BinaryIO, timeout: float, *, desc: str = FOLDER, hint: str = _HINT) -> None:
+    """Stream ``url`` into ``out`` with a progress bar on a terminal's stderr; raise :class:`DownloadError` on failure.
+
+    Args:
+        url: What to download.
+        out: Where the bytes go.
+        timeout: Seconds to wait for the server on each network operation.
+        desc: The progress bar's label.
+        hint: The remedy that ends each error message.
+    """
     from tqdm import tqdm
 
     request = urllib.request.Request(url, headers={"User-Agent": "medmnist-lit"})
@@ -140,7 +148,7 @@ def _fetch(url: str, out: BinaryIO, timeout: float) -> None:
                 unit="B",
                 unit_scale=True,
                 unit_divisor=1024,
-                desc=FOLDER,
+                desc=desc,
                 file=sys.stderr,
                 mininterval=0.5,
                 disable=None,
@@ -150,13 +158,13 @@ def _fetch(url: str, out: BinaryIO, timeout: float) -> None:
                     received += len(chunk)
                     bar.update(len(chunk))
     except urllib.error.HTTPError as exc:
-        raise DownloadError(f"downloading {url} failed: HTTP {exc.code} {exc.reason}; {_HINT}") from exc
+        raise DownloadError(f"downloading {url} failed: HTTP {exc.code} {exc.reason}; {hint}") from exc
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
         done = f" after {received:,} bytes" if received else ""
-        raise DownloadError(f"downloading {url} failed{done}: {reason!r}; {_HINT}") from exc
+        raise DownloadError(f"downloading {url} failed{done}: {reason!r}; {hint}") from exc
     if total is not None and received != total:
-        raise DownloadError(f"downloading {url} stopped after {received:,} of {total:,} bytes; {_HINT}")
+        raise DownloadError(f"downloading {url} stopped after {received:,} of {total:,} bytes; {hint}")
 
 
 def _extract(archive: Path, dest: Path, url: str) -> int:

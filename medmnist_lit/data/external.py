@@ -7,6 +7,7 @@ from pathlib import Path
 from medmnist_lit.data.cache import load_dataset
 from medmnist_lit.data.imageset import ImageSet, match_classes
 from medmnist_lit.data.layout import require_source
+from medmnist_lit.data.medmnist_source import is_medmnist
 
 __all__ = ["load_external"]
 
@@ -25,7 +26,8 @@ def load_external(
     Raises:
         DataError: The source is missing or malformed, or its classes are not among ``reference``'s.
     """
-    what = "a class-folder tree with the training data's classes, a .zip of one, or a .npz"
-    require_source(Path(source).expanduser(), "--data.test_source", what)
+    what = "a class-folder tree with the training data's classes, a .zip of one, a .npz, or medmnist:NAME"
+    if not is_medmnist(source):  # a name is located (or downloaded) by load_dataset
+        require_source(Path(source).expanduser(), "--data.test_source", what)
     other = load_dataset(source, channels=channels, image_size=image_size, cache_dir=cache_dir, skip_bad=skip_bad)
     return match_classes(other, reference)
