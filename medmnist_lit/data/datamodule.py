@@ -23,6 +23,7 @@ from medmnist_lit.data.imageset import ImageSet
 from medmnist_lit.data.loaders import BatchLoader, EpochSampler, PixelTransform
 from medmnist_lit.data.medmnist_source import is_medmnist, locate
 from medmnist_lit.data.provenance import DataProvenance, fingerprint_of, pending_record, split_digest
+from medmnist_lit.data.tasks import Task
 from medmnist_lit.splits.balance import UNBALANCED_POINTS, class_balance, describe_balance
 from medmnist_lit.splits.split import Split
 from medmnist_lit.splits.strategies import make_split, stratified_subset
@@ -244,6 +245,11 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
     def num_classes(self) -> int:
         """Number of classes of the source (of the checkpoint, when restored from one)."""
         return len(self.class_names)
+
+    @property
+    def task(self) -> Task:
+        """The task of the data (:attr:`ImageSet.task <medmnist_lit.data.imageset.ImageSet.task>`)."""
+        return self.dataset.task
 
     @property
     def class_names(self) -> list[str]:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from medmnist_lit.data.layout import DataError
+from medmnist_lit.data.tasks import Task, TaskKind
 
 #: Codes of the official split of a MedMNIST ``.npz`` (see :attr:`ImageSet.predefined`).
 PREDEFINED_CODES = {"train": 0, "val": 1, "test": 2}
@@ -19,8 +20,9 @@ class ImageSet:
 
     Attributes:
         images: ``uint8`` array shaped ``N×H×W`` (grayscale) or ``N×H×W×C``; often a read-only memory map.
-        labels: ``int64`` class index per sample, shaped ``N``.
-        class_names: Name of each class index.
+        labels: ``int64`` class index per sample, shaped ``N``; for a multi-label task ``0/1`` per sample and label,
+            shaped ``N×L``.
+        class_names: Name of each class index (of each label, for a multi-label task).
         ids: Stable sample id per sample (a relative file path such as ``"CXR/000123.jpeg"``, or
             ``"train/000123"`` for ``.npz`` sources), shaped ``N``.
         groups: Optional group code per sample (subject, patient, duplicate cluster), shaped ``N``.
@@ -30,6 +32,8 @@ class ImageSet:
         predefined: Optional official split per sample, coded by :data:`PREDEFINED_CODES`.
         source: Human-readable description of where the data came from.
         meta: Free-form extras (cache path, skipped files, ...); JSON-serialisable.
+        task_kind: The task type (:class:`~medmnist_lit.data.tasks.TaskKind`); ``None`` for a single-label source
+            without one (binary with two classes, else multi-class): see :attr:`task`.
     """
 
     images: np.ndarray
@@ -41,6 +45,7 @@ class ImageSet:
     predefined: np.ndarray | None = None
     source: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    task_kind: TaskKind | None = None
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -52,7 +57,19 @@ class ImageSet:
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"{name} has {len(value)} entries but there are {n} images")
-        if n and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
+        if self.task_kind is not None:
+            object.__setattr__(self, "task_kind", TaskKind.parse(self.task_kind))
+        if self.task_kind is TaskKind.MULTILABEL:
+            if self.labels.ndim != 2 or self.labels.shape[1] != len(self.class_names):
+                raise ValueError(
+                    f"multi-label labels must be shaped N×{len(self.class_names)} (one 0/1 column per label "
+                    f"{list(self.class_names)}), got {self.labels.shape}"
+                )
+            if n and (self.labels.min() < 0 or self.labels.max() > 1):
+                raise ValueError("multi-label labels must be 0 or 1")
+        elif self.labels.ndim != 1:
+            raise ValueError(f"single-label labels must be shaped N (one class index each), got {self.labels.shape}")
+        elif n and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
             raise ValueError(f"labels must lie in [0, {len(self.class_names)}) for classes {list(self.class_names)}")
 
     def __len__(self) -> int:
@@ -60,8 +77,20 @@ class ImageSet:
 
     @property
     def num_classes(self) -> int:
-        """Number of classes."""
+        """Number of classes (of labels, for a multi-label task): the outputs of a head."""
         return len(self.class_names)
+
+    @property
+    def task(self) -> Task:
+        """The task: :attr:`task_kind` with :attr:`class_names`, or the single-label task those names imply."""
+        if self.task_kind is None:
+            return Task.single_label(self.class_names)
+        return Task(self.task_kind, self.class_names)
+
+    @property
+    def multilabel(self) -> bool:
+        """Whether each sample has a 0/1 target per label (:attr:`labels` shaped ``N×L``)."""
+        return self.task_kind is TaskKind.MULTILABEL
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -70,8 +99,12 @@ class ImageSet:
         return (1, shape[1], shape[2]) if len(shape) == 3 else (shape[3], shape[1], shape[2])
 
     def counts(self) -> dict[str, int]:
-        """Number of samples per class name, in class order."""
-        counts = np.bincount(np.asarray(self.labels), minlength=len(self.class_names)).tolist()
+        """Number of samples per class name (positives per label, for a multi-label task), in class order."""
+        labels = np.asarray(self.labels)
+        if self.multilabel:
+            counts = labels.sum(axis=0, dtype=np.int64).tolist()
+        else:
+            counts = np.bincount(labels, minlength=len(self.class_names)).tolist()
         return dict(zip(self.class_names, counts, strict=True))
 
     def plain(self) -> ImageSet:

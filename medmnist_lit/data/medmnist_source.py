@@ -28,6 +28,7 @@ from typing import Any
 
 from medmnist_lit.data.imageset import ImageSet
 from medmnist_lit.data.layout import DataError
+from medmnist_lit.data.tasks import TaskKind
 from medmnist_lit.utils.processes import abandoned, claim, release
 
 __all__ = [
@@ -155,7 +156,7 @@ class MedMNISTFile:
                 f"for {self.flag}: it is not the published file; delete it to download it again"
             )
         meta = {**data.meta, "medmnist": {"flag": self.flag, "size": self.size, "task": self.info["task"]}}
-        return replace(data, class_names=names, meta=meta)
+        return replace(data, class_names=names, meta=meta, task_kind=TaskKind.parse(self.info["task"]))
 
     @property
     def _published(self) -> str:

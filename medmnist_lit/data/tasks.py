@@ -18,12 +18,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torch import Tensor, nn
 
 from medmnist_lit.data.layout import DataError
+
+if TYPE_CHECKING:  # torch only where a loss is computed: `medmnist-lit prepare` never imports it
+    from torch import Tensor
 
 __all__ = ["Task", "TaskKind"]
 
@@ -145,6 +147,8 @@ class Task:
             weight: Per-class weights (cross-entropy), or per-label weights of the positives (BCE ``pos_weight``).
             label_smoothing: Cross-entropy's smoothing; multi-label targets move by the same amount towards 0.5.
         """
+        from torch import nn
+
         if not self.multilabel:
             return nn.functional.cross_entropy(logits, target, weight=weight, label_smoothing=label_smoothing)
         soft = target.to(logits.dtype) * (1 - label_smoothing) + label_smoothing / 2
