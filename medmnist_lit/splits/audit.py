@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from medmnist_lit.splits.groups import exact_duplicate_groups
+from medmnist_lit.splits.multilabel import label_text
 from medmnist_lit.splits.near_duplicates import GRID, NEAR_THRESHOLD, find_near_duplicates, pearson
 
 if TYPE_CHECKING:  # the audit only reads a split's index arrays
@@ -81,8 +82,9 @@ def _cluster_summary(codes: np.ndarray, ids: np.ndarray, max_examples: int) -> d
 
 
 def _label_conflicts(codes: np.ndarray, data: LabelledImages, max_examples: int) -> dict[str, Any]:
-    """Clusters whose members carry different labels."""
+    """Clusters whose members carry different labels (multi-label: different 0/1 rows)."""
     labels = np.asarray(data.labels)
+    # one row per distinct (cluster, label) pair; a multi-label row is its cluster then its L columns
     pairs = np.unique(np.c_[codes, labels], axis=0) if len(codes) else np.zeros((0, 2), np.int64)
     n_labels = np.bincount(pairs[:, 0], minlength=int(codes.max()) + 1 if len(codes) else 0)
     mixed = np.flatnonzero(n_labels > 1)
@@ -90,9 +92,8 @@ def _label_conflicts(codes: np.ndarray, data: LabelledImages, max_examples: int)
     examples = []
     for c in mixed[:max_examples]:
         index = np.flatnonzero(codes == c)[:5]
-        examples.append(
-            {"ids": [str(data.ids[i]) for i in index], "labels": [data.class_names[y] for y in labels[index]]}
-        )
+        shown = [label_text(y, data.class_names) for y in labels[index]]
+        examples.append({"ids": [str(data.ids[i]) for i in index], "labels": shown})
     return {"n_clusters": len(mixed), "n_images": int(members.sum()), "examples": examples}
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from medmnist_lit.splits.multilabel import label_text
 from medmnist_lit.utils.figure_style import new_figure, save_figure, style, title
 
 __all__ = ["MAX_PAIRS", "PER_ROW", "Pair", "leak_pairs_figure", "report_pairs", "save_leak_pairs"]
@@ -74,8 +75,8 @@ def leak_pairs_figure(
         images: ``uint8`` images shaped ``N×H×W`` or ``N×H×W×C``.
         pairs: ``(i, j, r)`` or ``(i, j, r, caption)``; the first :data:`MAX_PAIRS` are drawn.
         ids: Sample ids (file names), shown under each image; indices when missing.
-        labels: Class indices of the samples.
-        class_names: Names of the class indices.
+        labels: Class indices of the samples, or their ``N×L`` 0/1 multi-label targets.
+        class_names: Names of the class indices (of the labels).
         name: The title.
         subtitle: A line under the title, e.g. how ``r`` was computed.
 
@@ -90,8 +91,7 @@ def leak_pairs_figure(
         sample = str(ids[i]) if ids is not None else f"#{i}"
         if labels is None:
             return sample
-        label = int(labels[i])
-        return f"{sample}\n{class_names[label] if class_names is not None else label}"
+        return f"{sample}\n{label_text(labels[i], class_names)}"
 
     texts = [caption(i) for pair in shown for i in pair[:2]]
     columns = min(len(shown), PER_ROW)

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from sklearn import model_selection as ms
 
+from medmnist_lit.splits.multilabel import is_multilabel, multilabel_hold_out
 from medmnist_lit.splits.split import Codes, Fix, SplitError, as_index
 
 __all__ = ["UNSTRATIFY", "Part", "class_name", "drop_class", "held_count", "hold_out", "units"]
@@ -140,10 +141,11 @@ def hold_out(
 
     Args:
         index: Sample indices to draw from.
-        y: Label of every sample.
+        y: Label of every sample: class indices, or ``N×L`` 0/1 multi-label targets.
         g: Group code of every sample, or ``None``.
         size: Units to draw (checked against the classes and units available).
-        strat: Stratify by class (groups by their most common label).
+        strat: Stratify by class (groups by their most common label); multi-label targets by iterative
+            stratification (:mod:`.multilabel`).
         seed: Seed of the draw.
         part: What the user asked for, for messages.
         samples: Samples to draw, for a stratified grouped (size-aware) draw; ``size`` when ungrouped.
@@ -154,6 +156,8 @@ def hold_out(
     if size >= n_units:
         fixes = [f for f in [part.fix(n_units - 1) if n_units > 1 else None] if f]
         raise SplitError(f"{opt} would hold out {size} of {n_units} {noun}s, leaving none", fixes)
+    if strat and is_multilabel(y):
+        return as_index(index[multilabel_hold_out(y[index], None if g is None else unit_of, size, samples, seed, opt)])
     splitter: Any = ms.ShuffleSplit(n_splits=1, test_size=size, random_state=seed)
     strata = y[index] if strat else np.zeros(n_units, dtype=np.int64)
     if strat and g is not None:  # stratify groups by their most common label

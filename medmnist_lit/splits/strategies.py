@@ -15,6 +15,9 @@ one side, which is how duplicate- and subject-aware splits prevent leakage. Spli
   still validates on one sample per fold and leaves its group's other members out of that fold's training part
   (the fold's ``excluded`` indices), so no fold trains on a twin of the sample it is scored on.
 
+Multi-label targets (``labels`` shaped ``N×L``, 0/1) take the same paths, stratified by iterative stratification
+instead of by class (:mod:`.multilabel`); grouped, the groups are stratified by their members' label union.
+
 When every group is a singleton (no twins found), ``holdout``, ``kfold`` and ``loo`` split exactly as without
 groups (same indices), and ``params["grouped"]`` is false; ``params["groups"]`` says how many groups were given and
 the largest one's size.
@@ -33,6 +36,7 @@ import numpy as np
 from sklearn import model_selection as ms
 
 from medmnist_lit.splits.draw import UNSTRATIFY, Part, class_name, drop_class, held_count, hold_out, units
+from medmnist_lit.splits.multilabel import is_multilabel, multilabel_folds
 from medmnist_lit.splits.split import EMPTY_INDEX, STRATEGIES, Codes, Fix, Split, SplitError, as_index
 
 log = logging.getLogger(__name__)
@@ -51,8 +55,14 @@ def _check_codes(name: str, codes: Codes, n: int) -> Codes:
 
 def _check_labels(labels: np.ndarray) -> np.ndarray:
     y = np.asarray(labels)
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise SplitError(f"labels must be a 1-D integer array of class indices, got {y.dtype} {y.shape}")
+    if y.ndim == 2 and (y.dtype == bool or np.issubdtype(y.dtype, np.integer)) and y.shape[1]:
+        if y.size and (y.min() < 0 or y.max() > 1):
+            raise SplitError(f"multi-label labels must be 0 or 1, found values in [{y.min()}, {y.max()}]")
+    elif y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise SplitError(
+            f"labels must be a 1-D integer array of class indices or an N×L 0/1 multi-label array, got {y.dtype} "
+            f"{y.shape}"
+        )
     if not len(y):
         raise SplitError("labels is empty: there is nothing to split")
     return y
@@ -98,7 +108,8 @@ def _kfold(
 ) -> list:
     yd = y[dev]
     carved = len(dev) < len(y)  # a test set was carved out first
-    if strat:
+    multilabel = strat and is_multilabel(y)
+    if strat and not multilabel:
         classes, counts = np.unique(yd, return_counts=True)
         if len(classes) < 2:
             raise SplitError(
@@ -119,6 +130,8 @@ def _kfold(
             fixes = [(f"use --data.folds {len(dev)}", {"folds": len(dev)})] if len(dev) >= 2 else []
             fixes += [_whole_dev(folds, len(y), "all samples")] if carved else []
             raise SplitError(f"folds={folds} is more than the {len(dev)} dev samples", fixes)
+        if multilabel:
+            return [dev[v] for v in multilabel_folds(yd, None, folds, repeats, seed)]
         if repeats > 1:
             rep = ms.RepeatedStratifiedKFold if strat else ms.RepeatedKFold
             cv: Any = rep(n_splits=folds, n_repeats=repeats, random_state=seed)
@@ -131,6 +144,8 @@ def _kfold(
         fixes += [_whole_dev(folds, total, f"all {total} groups")] if carved and n_groups < 2 else []
         fixes += [] if total >= 2 else [("use finer groups", None)]
         raise SplitError(f"folds={folds} is more than the {n_groups} group{'s' * (n_groups != 1)} in dev", fixes)
+    if multilabel:  # whole groups, iteratively stratified by their sizes and positives
+        return [dev[v] for v in multilabel_folds(yd, units(dev, g)[0], folds, repeats, seed)]
     # Like Repeated*KFold, one RandomState drives every repeat, so repeat 0 equals random_state=seed.
     rng, out = np.random.RandomState(seed), []
     for _ in range(repeats):
@@ -208,13 +223,14 @@ def make_split(
     """Split sample indices into a test set and (train, val) folds (see the module docstring).
 
     Args:
-        labels: Integer class index per sample.
+        labels: Integer class index per sample, or ``N×L`` 0/1 multi-label targets.
         strategy: One of :data:`STRATEGIES`.
         test_fraction: Part of the whole dataset held out first (``predefined`` ignores it).
         val_fraction: ``holdout`` only: validation part of the *whole* dataset (``predefined`` ignores it).
         folds: ``kfold``/``group_kfold``: number of folds.
         repeats: ``kfold``/``group_kfold``: reshuffled repetitions (``n_folds = folds * repeats``).
-        stratify: Keep class proportions in every random part (``loo``/``logo`` folds are not random).
+        stratify: Keep class proportions (multi-label: each label's prevalence) in every random part
+            (``loo``/``logo`` folds are not random).
         groups: Optional group code per sample; every part then holds whole groups only.
         predefined: Official codes (0 train, 1 val, 2 test); required by ``predefined``.
         train_fraction: Per fold, keep this seeded part of the training units (stratified, whole groups).
@@ -357,7 +373,7 @@ def stratified_subset(
     """Sorted indices of a seeded, stratified subsample of ``n`` samples (e.g. for teaching-scale LOO).
 
     Args:
-        labels: Integer class index per sample.
+        labels: Integer class index per sample, or ``N×L`` 0/1 multi-label targets.
         n: Subsample size; ``n >= len(labels)`` returns every index (logged), so a cap above the data
             size is harmless.
         seed: Seed of the draw.
@@ -374,7 +390,7 @@ def stratified_subset(
     if n >= len(y):
         log.info("subset n=%d covers all %d samples; using every sample", n, len(y))
         return as_index(np.arange(len(y)))
-    n_classes = len(np.unique(y))
+    n_classes = 1 if is_multilabel(y) else len(np.unique(y))  # multi-label: iterative stratification does its best
     if n < n_classes:
         raise SplitError(f"subset n={n} is fewer than the {n_classes} classes; use --data.subset {n_classes} "
                          "or more, so every class is represented")  # fmt: skip
