@@ -79,7 +79,7 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
         batch_size: Mini-batch size; ``"full"`` for full-batch gradient descent, 1 for online learning.
         eval_batch_size: Batch size for validation, test and prediction (no effect on results).
         sampling: ``shuffle`` (without replacement), ``replacement`` or ``balanced`` (class-balanced, with
-            replacement).
+            replacement; single-label tasks only).
         drop_last: Drop the last, smaller training batch of each epoch.
         standardize: Standardise pixels with the mean and std of the training part only.
         test_source: A second dataset with the same class names (matched by name) on which every trained model
@@ -191,6 +191,7 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
             fingerprint: Its source's :attr:`fingerprint` (computed again, a stat of every file, when ``None``).
         """
         module = cls(**{k: v for k, v in hparams.items() if not k.startswith("_")})
+        module._check_task(dataset)
         module.__dict__["dataset"] = dataset  # cached properties: set, never computed
         if split is not None:
             module.__dict__["split"] = split
@@ -213,6 +214,7 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
             cache_dir=self.cache_dir,
             skip_bad=self.skip_bad,
         )
+        self._check_task(data)
         if self.subset is not None and self.subset < len(data):
             data = data.take(stratified_subset(data.labels, self.subset, seed=self.seed, class_names=data.class_names))
         if self.restored is not None:
@@ -223,6 +225,16 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
                      "*_without_twin scores show how much it leaks", group_by)  # fmt: skip
             group_by = None
         return with_groups(data, self.groups, group_by)
+
+    def _check_task(self, data: ImageSet) -> None:
+        """Refuse options that cannot work for ``data``'s task, before anything is split or trained."""
+        task = data.task
+        if self.sampling == "balanced" and task.multilabel:
+            raise ValueError(
+                f"--data.sampling balanced draws each class equally often, but {data.source or 'the data'} is a "
+                f"{task.kind.value} task ({task.num_outputs} labels, a sample may have several or none): use "
+                "--data.sampling shuffle (the loss's per-label positive weights balance rare labels)"
+            )
 
     @property
     def fingerprint(self) -> str | None:
@@ -248,8 +260,12 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
 
     @property
     def task(self) -> Task:
-        """The task of the data (:attr:`ImageSet.task <medmnist_lit.data.imageset.ImageSet.task>`)."""
-        return self.dataset.task
+        """The task of the data (of the checkpoint, when restored from one: the data is checked to match).
+
+        See :attr:`ImageSet.task <medmnist_lit.data.imageset.ImageSet.task>`.
+        """
+        restored = self.restored
+        return restored.task if restored is not None else self.dataset.task
 
     @property
     def class_names(self) -> list[str]:
@@ -354,8 +370,13 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
         raise ValueError(f"unknown part {part!r}")
 
     def class_counts(self, part: Literal["train", "val", "test", "dev"] = "train") -> np.ndarray:
-        """Samples per class in ``part`` (of :attr:`selected_fold` for ``train`` and ``val``)."""
+        """Samples per class in ``part`` (of :attr:`selected_fold` for ``train`` and ``val``; multi-label: positives).
+
+        For a multi-label task, the count of each label is its positives in ``part``.
+        """
         labels = self.dataset.labels[self.indices(part)]
+        if labels.ndim == 2:
+            return labels.sum(axis=0, dtype=np.int64)
         return np.bincount(labels, minlength=self.num_classes)
 
     def save_split(self, path: str | Path) -> None:
@@ -390,6 +411,7 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
             split=self.split_digest,
             fold=fold.number,
             stats=self._stats[fold.number],
+            task_kind=data.task.kind,
         )
         return record.to_state()
 

@@ -128,9 +128,19 @@ class ImageSet:
 def match_classes(other: ImageSet, reference: ImageSet) -> ImageSet:
     """``other`` with labels re-coded to ``reference``'s class order, matched by class name.
 
+    Multi-label sets have their label columns re-ordered by name. Single-label data of no declared task type fits
+    any single-label reference (and takes its task type).
+
     Raises:
-        DataError: If the class names differ, or the image shapes do.
+        DataError: If the task types differ, or the class names, or the image shapes.
     """
+    mine, theirs = other.task.kind, reference.task.kind
+    undeclared = other.task_kind is None or reference.task_kind is None
+    if mine is not theirs and not (undeclared and not other.multilabel and not reference.multilabel):
+        raise DataError(
+            f"data.test_source {other.source} is a {mine.value} task but the training data is a {theirs.value} "
+            "task; an external test set needs the same task type (and label names)"
+        )
     if sorted(other.class_names) != sorted(reference.class_names):
         missing = sorted(set(reference.class_names) - set(other.class_names))
         extra = sorted(set(other.class_names) - set(reference.class_names))
@@ -144,5 +154,11 @@ def match_classes(other: ImageSet, reference: ImageSet) -> ImageSet:
             f"data.test_source {other.source} has images of shape {other.input_shape} (C, H, W) but the training "
             f"data has {reference.input_shape}; set data.image_size (and data.channels) so both convert alike"
         )
-    order = np.array([reference.class_names.index(name) for name in other.class_names], dtype=np.int64)
-    return replace(other, labels=order[other.labels], class_names=reference.class_names)
+    kind = reference.task_kind if other.task_kind is None else other.task_kind
+    if other.multilabel:  # column j of the result is the reference's label j
+        columns = np.array([other.class_names.index(name) for name in reference.class_names], dtype=np.int64)
+        labels = np.asarray(other.labels)[:, columns]
+    else:
+        order = np.array([reference.class_names.index(name) for name in other.class_names], dtype=np.int64)
+        labels = order[other.labels]
+    return replace(other, labels=labels, class_names=reference.class_names, task_kind=kind)

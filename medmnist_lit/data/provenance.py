@@ -2,10 +2,11 @@
 
 Lightning stores a DataModule's ``state_dict()`` in every checkpoint (under the class name) and hands it back to
 ``load_state_dict`` when one is restored; the MedMNISTDataModule's is a :class:`DataProvenance` as plain strings,
-numbers and lists (loadable weights-only). It holds the class names and image shape the model takes, the pixel
-statistics its inputs were standardised with, the absolute source path with its fingerprint, and a digest of the
-split. So ``predict --predict.source IMAGES`` needs only the checkpoint, and commands that do need the training
-data (``test``, ``validate``, ``predict`` of the test split, a resumed ``fit``) check they got the same data:
+numbers and lists (loadable weights-only). It holds the task type (multi-label outputs are not class scores), the
+class names and image shape the model takes, the pixel statistics its inputs were standardised with, the absolute
+source path with its fingerprint, and a digest of the split. So ``predict --predict.source IMAGES`` needs only the
+checkpoint, and commands that do need the training data (``test``, ``validate``, ``predict`` of the test split, a
+resumed ``fit``) check they got the same data:
 
 - another split (other sample names or indices in any part) is an error: the "test" images could be training ones;
 - another fingerprint is a warning only: it covers modification times, so an exact copy (``cp -r``, an unzip, a
@@ -30,6 +31,7 @@ from medmnist_lit.data.fold import PixelStats, pixel_transform
 from medmnist_lit.data.imageset import ImageSet
 from medmnist_lit.data.layout import DataError, source_kind
 from medmnist_lit.data.loaders import PixelTransform
+from medmnist_lit.data.tasks import Task, TaskKind
 from medmnist_lit.splits.split import Split
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,8 @@ class DataProvenance:
         fold: The fold the model was trained on; ``None`` for a refit on all development data.
         stats: Per-channel pixel mean and std (on the [0, 1] scale) of the fold's training part, with which the
             inputs were standardised; ``None`` without standardisation.
+        task_kind: The task type the model was trained for (with :attr:`class_names`, its :attr:`task`); ``None``
+            in records written before task types were kept: single-label, as everything was then.
     """
 
     source: str | None
@@ -100,6 +104,14 @@ class DataProvenance:
     split: str
     fold: int | None
     stats: PixelStats | None
+    task_kind: TaskKind | None = None
+
+    @property
+    def task(self) -> Task:
+        """The model's task: :attr:`task_kind` with :attr:`class_names` (single-label when the record has no kind)."""
+        if self.task_kind is None:
+            return Task.single_label(self.class_names)
+        return Task(self.task_kind, self.class_names)
 
     def to_state(self) -> dict[str, Any]:
         """The record as plain values, for ``LightningDataModule.state_dict``."""
@@ -113,6 +125,7 @@ class DataProvenance:
             "fold": self.fold,
             "mean": None if self.stats is None else list(self.stats.mean),
             "std": None if self.stats is None else list(self.stats.std),
+            "task": None if self.task_kind is None else self.task_kind.value,
         }
 
     @classmethod
@@ -129,7 +142,7 @@ class DataProvenance:
                     f"the checkpoint's data record has format {version}, newer than this medmnist-lit reads "
                     f"({FORMAT}); upgrade medmnist-lit"
                 )
-            mean, std = state["mean"], state["std"]
+            mean, std, task = state["mean"], state["std"], state.get("task")
             shape = tuple(int(n) for n in state["input_shape"])
             if len(shape) != 3:
                 raise ValueError(f"input_shape {list(shape)}")
@@ -141,6 +154,7 @@ class DataProvenance:
                 split=str(state["split"]),
                 fold=None if state["fold"] is None else int(state["fold"]),
                 stats=None if mean is None else PixelStats(tuple(map(float, mean)), tuple(map(float, std))),
+                task_kind=None if task is None else TaskKind.parse(str(task)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, DataError):
@@ -171,9 +185,10 @@ class DataProvenance:
         """Check that ``data`` (loaded from ``source``) is what the model was trained on.
 
         Raises:
-            DataError: Other classes, or images of another shape.
+            DataError: Another task type, other classes, or images of another shape.
         """
         where = f"--data.source {source}" if source else "the digits demo"
+        self.check_task(data, where)
         if tuple(data.class_names) != self.class_names:
             raise DataError(
                 f"{where} has the classes {list(data.class_names)} but the checkpoint's model was trained on "
@@ -191,6 +206,28 @@ class DataProvenance:
                 where,
                 self.source,
             )
+
+    def check_task(self, data: ImageSet, where: str) -> None:
+        """Check that ``data``'s task type is the model's.
+
+        Single-label data of no declared type (``task_kind`` ``None``: a plain ``.npz`` or folder) fits any
+        single-label model, whose kind (e.g. ordinal regression) then holds; so does any single-label data a record
+        without a kind (written before task types were kept) was trained on.
+
+        Raises:
+            DataError: The kinds differ (multi-label and single-label, or two declared single-label kinds).
+        """
+        model = self.task
+        undeclared = data.task_kind is None or self.task_kind is None
+        if undeclared and not data.multilabel and not model.multilabel:
+            return
+        if data.task.kind is model.kind:
+            return
+        raise DataError(
+            f"{where} is a {data.task.kind.value} task but the checkpoint's model was trained for a "
+            f"{model.kind.value} task; pass data of the checkpoint's task (its training data), or train a model for "
+            "this data"
+        )
 
     def check_split(self, digest: str, source: str | None) -> None:
         """Check that a split (its :func:`split_digest`) is the one the model was trained on.
