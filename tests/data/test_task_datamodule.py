@@ -3,6 +3,7 @@ task refused, the task kept in checkpoints, and external test sets matched by ta
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
 from typing import Any
@@ -15,6 +16,7 @@ from medmnist_lit.data.imageset import ImageSet, match_classes
 from medmnist_lit.data.layout import DataError
 from medmnist_lit.data.provenance import restoring
 from medmnist_lit.data.tasks import TaskKind
+from medmnist_lit.splits.multilabel import label_text
 from medmnist_lit.splits.strategies import make_split
 
 LABELS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration")
@@ -170,3 +172,27 @@ def test_datamodule_split_equals_make_split_of_its_labels() -> None:
     dm = around(data, split="kfold", folds=3, seed=4)
     direct = make_split(data.labels, strategy="kfold", folds=3, groups=data.groups, seed=4)
     assert all(np.array_equal(a, b) for a, b in zip(dm.split.val, direct.val, strict=True))
+
+
+def test_the_audit_command_reports_and_draws_multilabel_data(tmp_path, monkeypatch, capsys) -> None:
+    from medmnist_lit.cli import audit_command
+
+    data = multilabel_set(80)
+    images = np.array(data.images)
+    images[40:60] = images[:20]  # 20 copies: with group_by none some land across the split
+    labels = np.array(data.labels)
+    labels[40:60] = labels[:20]
+    labels[40] = 1 - labels[0]  # one copy with other labels: a conflict
+    planted = replace(data, images=images, labels=labels, groups=None)
+    import medmnist_lit.data.datamodule as module
+
+    monkeypatch.setattr(module, "load_dataset", lambda *a, **k: planted)
+    out, figure = tmp_path / "audit.json", tmp_path / "pairs.png"
+    args = ["--data.source", "chest.npz", "--data.group_by", "none", "--data.split", "kfold", "--data.folds", "3"]
+    assert audit_command([*args, "--output", str(out), "--figure", str(figure)]) == 0
+    report = json.loads(out.read_text())
+    assert report["label_conflicts"]["n_clusters"] == 1
+    shown = report["label_conflicts"]["examples"][0]["labels"]
+    assert shown == [label_text(labels[0], LABELS), label_text(labels[40], LABELS)]
+    assert report["split"]["totals"]["val_in_train"]["exact"]["total"] > 0 and figure.stat().st_size > 0
+    assert "carry different labels" in capsys.readouterr().out
