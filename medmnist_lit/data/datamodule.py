@@ -232,8 +232,8 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
         if self.sampling == "balanced" and task.multilabel:
             raise ValueError(
                 f"--data.sampling balanced draws each class equally often, but {data.source or 'the data'} is a "
-                f"{task.kind.value} task ({task.num_outputs} labels, a sample may have several or none): use "
-                "--data.sampling shuffle (the loss's per-label positive weights balance rare labels)"
+                f"{task.kind.value} task ({task.num_outputs} labels, a sample may have several or none), which has "
+                "no classes to balance: use --data.sampling shuffle (or replacement)"
             )
 
     @property

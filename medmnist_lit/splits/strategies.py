@@ -16,7 +16,8 @@ one side, which is how duplicate- and subject-aware splits prevent leakage. Spli
   (the fold's ``excluded`` indices), so no fold trains on a twin of the sample it is scored on.
 
 Multi-label targets (``labels`` shaped ``N×L``, 0/1) take the same paths, stratified by iterative stratification
-instead of by class (:mod:`.multilabel`); grouped, the groups are stratified by their members' label union.
+instead of by class (:mod:`.multilabel`); grouped, whole groups are dealt out by their sizes and positives, so parts
+count samples as the single-label draws do.
 
 When every group is a singleton (no twins found), ``holdout``, ``kfold`` and ``loo`` split exactly as without
 groups (same indices), and ``params["grouped"]`` is false; ``params["groups"]`` says how many groups were given and

@@ -175,6 +175,12 @@ def test_one_label_and_all_negative_labels_split() -> None:
     assert_partition(make_split(none, strategy="kfold", folds=3), 30, None)
 
 
+def test_too_many_folds_for_the_groups_suggests_what_works() -> None:
+    y = chest_like(40, 0)
+    with pytest.raises(SplitError, match=r"folds=5 is more than the 4 groups in dev; use --data.folds 4"):
+        make_split(y, strategy="group_kfold", folds=5, test_fraction=0, groups=np.arange(40) // 10)
+
+
 def test_invalid_multilabel_values_are_refused() -> None:
     with pytest.raises(SplitError, match=r"multi-label labels must be 0 or 1, found values in \[0, 2\]"):
         make_split(np.array([[0, 1], [2, 0], [1, 1]] * 5))
