@@ -54,3 +54,16 @@ def test_references_cover_every_dataset_as_fractions() -> None:
     assert set(refs.values) == {PREFIX + flag for flag in datasets_2d()}
     assert all(set(v) == {"ACC", "AUC"} and all(0.5 <= s <= 1 for s in v.values()) for v in refs.values.values())
     assert refs.values["medmnist:pathmnist"] == {"ACC": 0.907, "AUC": 0.983}
+
+
+def test_the_readme_table_shows_the_spec_s_published_numbers() -> None:
+    refs = load_spec(SPEC, root="unused").references
+    assert refs is not None
+    section = (REPO / "README.md").read_text(encoding="utf-8").split("(`medmnist_linear_probe`)", 1)[1]
+    rows = [line.split("|")[1:-1] for line in section.splitlines() if line.startswith("| ") and "MNIST |" in line]
+    table = {cells[0].strip().lower(): [c.strip() for c in cells] for cells in rows}
+    assert set(table) == set(datasets_2d())
+    for flag, cells in table.items():
+        published = refs.values[PREFIX + flag]
+        assert (float(cells[3]), float(cells[4])) == (published["ACC"], published["AUC"]), flag
+        assert cells[5] == cells[6] == "not run"  # ours: no download possible where this was built
