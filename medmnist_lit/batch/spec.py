@@ -357,15 +357,8 @@ def load_spec(
             )
             runs.append(Run(run_name, variant, seed, run_command, full, copy.deepcopy(varied)))
     varied_keys = list(dict.fromkeys(k for _, _, v in variants.values() for k in v))
-    missing = object()
-    run_values = {  # as the tables show them: the value in each variant's final config
-        k: [
-            display(v) if (v := get_dotted(c, k, missing)) is not missing else "(default)"
-            for _, c, _ in variants.values()
-        ]
-        for k in varied_keys
-    }
-    references = parse_references(spec.get("references"), path, run_values)
+    shown = {k: [display(get_dotted(c, k, "(default)")) for _, c, _ in variants.values()] for k in varied_keys}
+    references = parse_references(spec.get("references"), path, shown)  # as the tables show the values
     return BatchSpec(
         batch_name, path, root, runs, list(variants), varied_keys, seed_list, metric, baseline, overrides, references
     )
