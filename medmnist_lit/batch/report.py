@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from medmnist_lit.batch.references import for_batch
 from medmnist_lit.batch.selection import PREDICTIONS, mcnemar_rows, mcnemar_table, per_seed, select, selection_lines
 from medmnist_lit.batch.spec import display
 from medmnist_lit.utils.dotted import get_dotted
@@ -172,7 +173,8 @@ def variant_rows(batch: dict[str, Any], records: list[dict[str, Any] | None]) ->
         seconds = [rec["seconds"] for _, rec in runs if rec and rec.get("status") == "ok" and "seconds" in rec]
         row["seconds/run"] = _mean_std(seconds, 1)
         rows.append(row)
-    return columns, rows
+    references = for_batch(batch)  # published scores beside ours (a spec's references: block)
+    return references.add_columns(columns, rows, batch, records, _mean_std) if references else (columns, rows)
 
 
 # ------------------------------------------------------------------------------------------ comparison
@@ -338,6 +340,7 @@ def markdown(directory: Path, batch: dict[str, Any], records: list[dict | None],
     if batch.get("overrides"):
         lines += ["Overrides: " + " ".join(f"`--{k} {display(v)}`" for k, v in batch["overrides"].items()), ""]
     lines += ["## Variants (mean ± std over seeds)", "", *_md_table(*_md_rows(*variant_rows(batch, records))), ""]
+    lines += references.lines() if (references := for_batch(batch)) else []
     lines += _selection_md(directory, batch, records)
     rows = comparisons(directory, batch, records)
     if rows:

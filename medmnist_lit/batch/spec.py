@@ -13,6 +13,7 @@ A spec names a batch, a ``base`` config, the variants (``runs:`` and/or ``grid:`
       - {name: adam, optimizer.class_path: torch.optim.Adam, optimizer.init_args.lr: 0.001}
     grid:                               # cartesian product, crossed with every named run
       data.batch_size: [16, 64]
+    references: {citation: ..., key: data.source, values: {...}}   # published scores: batch.references
 
 Variants are every named run × every grid point; a run's config is ``base``, then the run's overrides, then the
 grid point, then the command-line overrides, then the seed. A mapping value replaces the whole sub-config at its
@@ -38,12 +39,13 @@ from typing import Any
 
 import yaml
 
+from medmnist_lit.batch.references import References, parse_references
 from medmnist_lit.utils.config_files import load_mapping, load_yaml
-from medmnist_lit.utils.dotted import set_dotted
+from medmnist_lit.utils.dotted import get_dotted, set_dotted
 
 log = logging.getLogger("medmnist_lit")
 
-SPEC_KEYS = ("name", "description", "command", "base", "grid", "runs", "seeds", "baseline", "metric")
+SPEC_KEYS = ("name", "description", "command", "base", "grid", "runs", "seeds", "baseline", "metric", "references")
 RUN_KEYS = ("name", "command", "description")
 BATCH_COMMANDS = ("fit", "cv")
 SEED_KEYS = ("seed_everything", "data.seed")
@@ -93,6 +95,7 @@ class BatchSpec:
     metric: str
     baseline: str | None
     overrides: dict[str, Any] = field(default_factory=dict)
+    references: References | None = None  # published scores shown beside ours (:mod:`.references`)
 
     @property
     def directory(self) -> Path:
@@ -354,7 +357,11 @@ def load_spec(
             )
             runs.append(Run(run_name, variant, seed, run_command, full, copy.deepcopy(varied)))
     varied_keys = list(dict.fromkeys(k for _, _, v in variants.values() for k in v))
-    return BatchSpec(batch_name, path, root, runs, list(variants), varied_keys, seed_list, metric, baseline, overrides)
+    shown = {k: [display(get_dotted(c, k, "(default)")) for _, c, _ in variants.values()] for k in varied_keys}
+    references = parse_references(spec.get("references"), path, shown)  # as the tables show the values
+    return BatchSpec(
+        batch_name, path, root, runs, list(variants), varied_keys, seed_list, metric, baseline, overrides, references
+    )
 
 
 def validate(spec: BatchSpec) -> None:
