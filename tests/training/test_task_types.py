@@ -230,3 +230,31 @@ def test_a_model_built_for_another_task_is_refused(tmp_path: Path) -> None:
         fit(TaskKind.ORDINAL, tmp_path, task="multi-class")
     with pytest.raises(ValueError, match=r"model\.task: unknown task type 'chest'"):
         Classifier(task="chest")
+
+
+def test_the_cli_fits_an_ordinal_medmnist_dataset_by_name(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``fit --data.source medmnist:retinamnist`` (a file already in the root): the task comes from the data."""
+    from datagen import make_npz
+
+    from medmnist_lit.cli import main
+
+    root = tmp_path / "medmnist"
+    root.mkdir()
+    monkeypatch.setenv("MEDMNIST_ROOT", str(root))
+    monkeypatch.setenv("MEDMNIST_LIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    make_npz(root / "retinamnist.npz", n_train=40, n_val=15, n_test=15, num_classes=5, size=28)
+    args = ["--data.source", "medmnist:retinamnist", "--data.split", "predefined", "--data.batch_size", "8"]
+    args += ["--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false"]
+    assert main(["fit", *args, "--trainer.logger.init_args.name", "r"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    run = tmp_path / "lightning_logs" / "r" / "version_0"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {f"{s}/{k}" for s in ("val", "test") for k in OFFICIAL} <= set(metrics)
+    official = [line for line in lines if line.startswith("MedMNIST metrics: ")]
+    assert [line.split(" ACC")[0] for line in official] == ["MedMNIST metrics: val", "MedMNIST metrics: test"]
+    assert sum(ORDINAL_NOTE in line for line in lines) == 1
+    checkpoint = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert checkpoint["hyper_parameters"]["task"] == TaskKind.ORDINAL.value
+    # evaluating the checkpoint rebuilds the model for its task
+    assert main(["test", *args, "--ckpt_path", str(run / "checkpoints" / "last.ckpt")]) == 0
