@@ -40,7 +40,8 @@ CONSOLE = "console.log"
 HISTORY_KEYS = ("train/loss", "train/acc", "val/loss", "val/acc")
 #: Set by a SIGINT handler (the batch's): Lightning's ``sys.exit(1)`` after Ctrl-C is an interruption, not a failure.
 INTERRUPTED = threading.Event()
-_PER_CLASS = re.compile(r"/acc_")  # per-class accuracies: val/acc_3, val/acc_HeadCT
+#: Per-class and per-label scores (val/acc_3, val/acc_HeadCT, test/auroc_Effusion), not the AUROC's intervals.
+_PER_CLASS = re.compile(r"/acc_|/auroc_(?!boot95_)")
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,7 @@ def _execute(command: str, config: dict[str, Any]) -> dict[str, Any]:
     cv = run_cv(config)
     return {
         "status": "ok",
+        "task": cv.summary["run"].get("task"),
         "metrics": cv_metrics(cv.summary, cv.folds),
         "history": _mean_curves(cv.histories),
         "run_dir": str(cv.run_dir),

@@ -35,6 +35,7 @@ from medmnist_lit.cv.summary import (
     ensemble_metrics,
     fold_line,
     format_summary,
+    official_scores,
     reported_scores,
     summarize,
     summary_warnings,
@@ -42,6 +43,8 @@ from medmnist_lit.cv.summary import (
 )
 from medmnist_lit.cv.tensorboard import write_cv_tensorboard
 from medmnist_lit.data.fold import Fold
+from medmnist_lit.data.tasks import Task
+from medmnist_lit.model.official_metrics import majority_scores
 from medmnist_lit.splits.twins import twin_mask
 from medmnist_lit.training.fit import RunResult, audit_run, fit_and_test
 from medmnist_lit.training.hparams import trial_hparams
@@ -188,7 +191,7 @@ def cross_validate(
     start = time.perf_counter()
     split = datamodule.split
     data = datamodule.dataset
-    names = list(data.class_names)
+    task = datamodule.task
     numbers = list(range(split.n_folds)) if options.folds_to_run is None else list(options.folds_to_run)
     bad = [f for f in numbers if not 0 <= f < split.n_folds]
     if bad:
@@ -202,7 +205,7 @@ def cross_validate(
         run_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     histories: list[dict[str, list[float]]] = []
-    oof = OutOfFold()
+    oof = OutOfFold(task)
     test_probs: list[torch.Tensor] = []
     external_probs: list[torch.Tensor] = []
     folds_per_repeat = split.n_folds // max(1, int(split.params.get("repeats") or 1))
@@ -218,13 +221,16 @@ def cross_validate(
     for fold, result in outcomes:
         assert fold.number is not None
         row = {"fold": fold.number, "repeat": fold.number // folds_per_repeat, **result.metrics}
-        rows.append(row)
         histories.append(result.history)
         if result.val is not None:
+            probs, train_labels = result.val.probs.numpy(), data.labels[fold.train]
             # pooled OOF scores are stratified by twins in each sample's own fold's training part
             twin = None if data.near_clusters is None else twin_mask(data.near_clusters, fold.val, fold.train)
-            majority = majority_class(data.labels[fold.train], len(names))
-            oof.add(fold.val, result.val.probs.numpy(), fold.number, row["repeat"], twin=twin, majority=majority)
+            oof.add(fold.val, probs, fold.number, row["repeat"], twin=twin, train_labels=train_labels)
+            majority = majority_scores(train_labels, len(fold.val), task)
+            official = official_scores("val", probs, data.labels[fold.val], task, majority=majority)
+            row.update({k: v for k, v in official.items() if k not in row})  # where the fold's scoring had none
+        rows.append(row)
         if result.test is not None:
             test_probs.append(result.test.probs)
         if result.external is not None:
@@ -232,22 +238,22 @@ def cross_validate(
         log.info(fold_line(fold.number, row, seconds=engine == "sequential"))  # parallel folds share one pass
 
     summary = summarize(rows)
-    summary.update(oof.pooled(data.labels, names))
+    summary.update(oof.pooled(data.labels))
     ensemble = torch.stack(test_probs).mean(0) if test_probs else None
     if ensemble is not None:
         targets = torch.as_tensor(data.labels[split.test], dtype=torch.int64)
-        summary.update(ensemble_metrics(ensemble, targets, names, "test"))
-        # the fold models together trained on the whole development set: a test twin anywhere in it counts
-        twin = None if data.near_clusters is None else twin_mask(data.near_clusters, split.test, split.dev)
-        majority = majority_class(data.labels[split.dev], len(names))
-        summary.update(stage_scores("test", ensemble, targets, twin=twin, majority=majority))
-        summary.update(interval_scores(ensemble, targets))
+        # the fold models together trained on the whole development set: the baseline fits it, and a test twin
+        # anywhere in it counts
+        majority = majority_scores(data.labels[split.dev], len(split.test), task)
+        summary.update(ensemble_metrics(ensemble, targets, task, "test", majority=majority))
+        summary.update(_test_scores(ensemble, targets, data, split, task))
     if external_probs:
         targets = torch.as_tensor(datamodule.external.labels, dtype=torch.int64)
-        summary.update(ensemble_metrics(torch.stack(external_probs).mean(0), targets, names, "external"))
+        summary.update(ensemble_metrics(torch.stack(external_probs).mean(0), targets, task, "external"))
     if options.refit:
         summary.update(_refit(model, datamodule, recipe, run_dir, seed))
     summary["run"] = {
+        "task": task.kind.value,
         "strategy": split.strategy,
         "engine": engine,
         "executor": options.executor,
@@ -263,12 +269,31 @@ def cross_validate(
     write_csv(run_dir / "folds.csv", rows)
     oof.write(run_dir / "oof.csv", data)
     if ensemble is not None:
-        write_predictions(run_dir / PREDICTIONS_FILE, split.test, data, ensemble.argmax(1).numpy())
+        _write_test_predictions(run_dir / PREDICTIONS_FILE, split.test, data, ensemble, task)
     for warning in summary_warnings(summary):
         log.warning("WARNING: %s", warning)
     write_json(run_dir / "summary.json", summary)
     write_root_trial(model, datamodule, recipe, outcome, options, seed=seed)
     return outcome
+
+
+def _test_scores(ensemble: torch.Tensor, targets: torch.Tensor, data: Any, split: Any, task: Task) -> dict[str, float]:
+    """The fold ensemble's leakage-stratified scores, majority accuracy and intervals on the test split."""
+    if task.multilabel:
+        return {}  # TODO(B1)
+    twin = None if data.near_clusters is None else twin_mask(data.near_clusters, split.test, split.dev)
+    majority = majority_class(data.labels[split.dev], task.num_outputs)
+    return {
+        **stage_scores("test", ensemble, targets, twin=twin, majority=majority),
+        **interval_scores(ensemble, targets),
+    }
+
+
+def _write_test_predictions(path: Path, index: Any, data: Any, ensemble: torch.Tensor, task: Task) -> None:
+    """The fold ensemble's ``test_predictions.csv``."""
+    if task.multilabel:
+        return  # TODO(B1)
+    write_predictions(path, index, data, ensemble.argmax(1).numpy())
 
 
 def write_root_trial(
@@ -408,7 +433,7 @@ def run_cv_cli(cli: Any, options: CVOptions) -> CVResult:
         return result
     subtitle = describe_run(template, datamodule, trainer_config.get("max_epochs"))
     write_cv_figures(run_dir, result.histories, result.folds, result.summary, subtitle=subtitle)
-    log.info(format_summary(result.summary))
+    log.info(format_summary(result.summary, note=datamodule.task.note))
     if test is not None:
         log.info(test.line())
         if warning := test.warning():

@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from medmnist_lit.data.tasks import Task
 from medmnist_lit.model.metrics import EpochMetrics
+from medmnist_lit.model.official_metrics import majority_scores, official_metrics
 from medmnist_lit.training.test_report import interval_text
 from medmnist_lit.training.twin_scores import baseline_warning, leakage_line, stage_scores
 from medmnist_lit.utils.files import atomic_path
@@ -21,15 +23,60 @@ from medmnist_lit.utils.stats import binomial_interval, describe
 
 #: Per-epoch curves averaged over folds (every engine records them).
 CURVE_KEYS = ("train/loss", "train/acc", "val/loss", "val/acc")
-_PER_CLASS = re.compile(r"/acc_")  # per-class accuracies (val/acc_3) stay in summary.json
+#: Per-class (per-label) scores (val/acc_3, val/auroc_Effusion) stay in summary.json; intervals do not match.
+_PER_CLASS = re.compile(r"/acc_|/auroc_(?!boot95_)")
 
 
-def ensemble_metrics(probs: torch.Tensor, targets: torch.Tensor, names: Sequence[str], prefix: str) -> dict[str, float]:
-    """Metrics of (averaged) class probabilities; their logarithms act as logits, so the loss is the NLL."""
-    metrics = EpochMetrics(len(names), names)
-    logits = probs.clamp_min(1e-12).log()
-    metrics.update(logits, targets, torch.nn.functional.cross_entropy(logits, targets))
-    return {f"{prefix}/{k}": v for k, v in metrics.compute()[0].items()}
+def task_metrics(task: Task, *, sync: bool = True) -> EpochMetrics:
+    """The product's metrics of one stage for ``task``."""
+    return EpochMetrics(task.num_outputs, list(task.label_names), sync=sync)
+
+
+def _as_logits(probs: torch.Tensor, task: Task) -> torch.Tensor:
+    """Logits whose scores (:meth:`Task.scores`) are ``probs``: log-probabilities, or log-odds per label."""
+    if task.multilabel:
+        return torch.logit(probs.float(), eps=1e-7)
+    return probs.float().clamp_min(1e-12).log()
+
+
+def official_scores(
+    stage: str, probs: Any, targets: Any, task: Task, *, majority: np.ndarray | None = None
+) -> dict[str, float]:
+    """MedMNIST's ``<stage>/official_acc`` and ``…/official_auc`` of probabilities, with the majority baseline's.
+
+    Args:
+        stage: ``oof``, ``test``, ``external`` ...
+        probs: Probabilities ``N×outputs`` (:meth:`Task.scores`).
+        targets: Class indices ``N``, or 0/1 labels ``N×L`` (multi-label).
+        task: The task.
+        majority: The majority-class predictor's score rows for the same samples (``N×outputs``, each row from its
+            own training part: :func:`~medmnist_lit.model.official_metrics.majority_scores`); adds
+            ``<stage>/majority_official_acc`` and ``…/majority_official_auc``.
+    """
+    targets_np, probs_np = np.asarray(targets), np.asarray(probs, dtype=np.float64)
+    if not len(targets_np):
+        return {}
+    score = official_metrics(targets_np, probs_np, task)
+    result = {f"{stage}/official_acc": score.acc, f"{stage}/official_auc": score.auc}
+    if majority is not None:
+        base = official_metrics(targets_np, majority, task)
+        result.update({f"{stage}/majority_official_acc": base.acc, f"{stage}/majority_official_auc": base.auc})
+    return result
+
+
+def ensemble_metrics(
+    probs: torch.Tensor, targets: torch.Tensor, task: Task, prefix: str, *, majority: np.ndarray | None = None
+) -> dict[str, float]:
+    """Metrics of (averaged) probabilities and MedMNIST's official ones (:func:`official_scores`).
+
+    Their logarithms (log-odds for multi-label) act as logits, so the loss is the NLL (the mean BCE).
+    """
+    metrics = task_metrics(task)
+    logits = _as_logits(probs, task)
+    metrics.update(logits, targets, task.loss(logits, targets))
+    scores = {f"{prefix}/{k}": v for k, v in metrics.compute()[0].items()}
+    scores.update(official_scores(prefix, probs.numpy(), targets.numpy(), task, majority=majority))
+    return scores
 
 
 @dataclass(frozen=True)
@@ -41,13 +88,18 @@ class _Part:
     fold: int
     repeat: int
     twin: np.ndarray | None
-    majority: int | None
+    majority: np.ndarray | None  # the fold's majority-class score row (majority_scores of its training part)
 
 
 class OutOfFold:
-    """Out-of-fold predictions gathered fold by fold, kept as arrays (cheap for large sets and for LOO)."""
+    """Out-of-fold predictions gathered fold by fold, kept as arrays (cheap for large sets and for LOO).
 
-    def __init__(self) -> None:
+    Args:
+        task: The task; the probabilities are its scores (per class, or per label for multi-label).
+    """
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
         self._parts: list[_Part] = []
 
     def add(
@@ -58,73 +110,113 @@ class OutOfFold:
         repeat: int,
         *,
         twin: np.ndarray | None = None,
-        majority: int | None = None,
+        train_labels: np.ndarray | None = None,
     ) -> None:
-        """Record one fold's validation samples and their class probabilities.
+        """Record one fold's validation samples and their probabilities.
 
-        ``twin`` marks the samples with a near-duplicate in that fold's training part and ``majority`` is its most
-        common class: the pooled scores are then stratified (``oof/with_twin/…``) and get a majority baseline.
+        ``twin`` marks the samples with a near-duplicate in that fold's training part and ``train_labels`` are the
+        labels of that training part: the pooled scores are then stratified (``oof/with_twin/…``) and get a
+        majority baseline fit on each sample's own training part (``oof/majority_acc``,
+        ``oof/majority_official_…``).
         """
         twin = None if twin is None else np.asarray(twin, dtype=bool)
         index, probs = np.asarray(index, dtype=np.int64), np.asarray(probs, dtype=np.float32)
+        majority = None if train_labels is None else majority_scores(train_labels, 1, self.task)[0]
         self._parts.append(_Part(index, probs, fold, repeat, twin, majority))
 
     def __len__(self) -> int:
         return sum(len(part.index) for part in self._parts)
 
+    def _ordered(self, per_part: list[np.ndarray]) -> np.ndarray:
+        """Per-part rows concatenated in :meth:`arrays`'s order (by repeat, then sample index)."""
+        index = np.concatenate([p.index for p in self._parts])
+        repeat = np.concatenate([np.full(len(p.index), p.repeat) for p in self._parts])
+        return np.concatenate(per_part)[np.lexsort((index, repeat))]
+
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(index, fold, repeat, probs)``, sorted by repeat then sample index."""
         if not self._parts:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-        index = np.concatenate([p.index for p in self._parts])
-        fold = np.concatenate([np.full(len(p.index), p.fold) for p in self._parts])
-        repeat = np.concatenate([np.full(len(p.index), p.repeat) for p in self._parts])
-        probs = np.concatenate([p.probs for p in self._parts])
-        order = np.lexsort((index, repeat))
-        return index[order], fold[order], repeat[order], probs[order]
+        return (
+            self._ordered([p.index for p in self._parts]),
+            self._ordered([np.full(len(p.index), p.fold) for p in self._parts]),
+            self._ordered([np.full(len(p.index), p.repeat) for p in self._parts]),
+            self._ordered([p.probs for p in self._parts]),
+        )
+
+    def _majority(self) -> np.ndarray | None:
+        """Each sample's majority score row (in :meth:`arrays`'s order), or ``None`` when a fold lacks one."""
+        rows = [p.majority for p in self._parts if p.majority is not None]
+        if len(rows) < len(self._parts):
+            return None
+        return self._ordered([np.tile(row, (len(p.index), 1)) for row, p in zip(rows, self._parts, strict=True)])
 
     def _stratified(self, labels: np.ndarray) -> dict[str, float]:
         """``oof/with_twin/…``, ``oof/without_twin/…``, ``oof/leak_inflation`` and ``oof/majority_acc``."""
-        if any(p.majority is None for p in self._parts):
+        rows = [p.majority for p in self._parts if p.majority is not None]
+        if len(rows) < len(self._parts):
             return {}
         index = np.concatenate([p.index for p in self._parts])
         probs = np.concatenate([p.probs for p in self._parts])
-        majority = np.concatenate([np.full(len(p.index), p.majority) for p in self._parts])
         twins = [p.twin for p in self._parts if p.twin is not None]
         twin = np.concatenate(twins) if len(twins) == len(self._parts) else None
-        return stage_scores("oof", probs, np.asarray(labels)[index], twin=twin, majority=majority)
+        targets = np.asarray(labels)[index]
+        if self.task.multilabel:
+            return {}  # TODO(B1): stage_scores for multi-label
+        majority = np.concatenate(
+            [np.full(len(p.index), int(row.argmax())) for row, p in zip(rows, self._parts, strict=True)]
+        )
+        return stage_scores("oof", probs, targets, twin=twin, majority=majority)
 
-    def pooled(self, labels: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
-        """Accuracy and AUROC of all out-of-fold predictions together, with an exact binomial interval."""
+    def pooled(self, labels: np.ndarray) -> dict[str, Any]:
+        """Metrics of all out-of-fold predictions together (official ones included), with the majority baseline.
+
+        Single-label accuracy gets an exact binomial interval; multi-label accuracy averages correlated per-label
+        decisions, which a binomial interval does not describe, so it gets none.
+        """
         if not len(self):
             return {}
         index, _, _, probs = self.arrays()
         targets = torch.as_tensor(np.asarray(labels)[index], dtype=torch.int64)
-        pooled: dict[str, Any] = ensemble_metrics(torch.from_numpy(probs), targets, names, "oof")
-        correct = int((probs.argmax(1) == targets.numpy()).sum())
-        pooled["oof/acc_ci95"] = binomial_interval(correct, len(index))
+        pooled: dict[str, Any] = ensemble_metrics(
+            torch.from_numpy(probs), targets, self.task, "oof", majority=self._majority()
+        )
+        if not self.task.multilabel:
+            correct = int((probs.argmax(1) == targets.numpy()).sum())
+            pooled["oof/acc_ci95"] = binomial_interval(correct, len(index))
         pooled["oof/n"] = len(index)
         pooled.update(self._stratified(labels))
         return pooled
 
     def write(self, path: Path, data: Any) -> None:
-        """``oof.csv``: index, id, label, fold, repeat, predicted class and one probability column per class."""
-        names = np.asarray(data.class_names)
+        """``oof.csv``: index, id, label, fold, repeat, prediction and one probability column per class or label.
+
+        Multi-label ``label`` and ``predicted`` name the positive labels (above 0.5), joined by ``|``.
+        """
+        names = np.asarray(self.task.label_names)
         index, fold, repeat, probs = self.arrays()
+        labels = np.asarray(data.labels)[index]
         header = ["index", "id", "label", "fold", "repeat", "predicted", *[f"p_{name}" for name in names]]
         columns = [
             index.astype(str),
             np.asarray(data.ids)[index].astype(str),
-            names[np.asarray(data.labels)[index]] if len(index) else index.astype(str),
+            self._names(labels),
             fold.astype(str),
             repeat.astype(str),
-            names[probs.argmax(1)] if len(index) else index.astype(str),
+            self._names(probs > 0.5 if self.task.multilabel else probs.argmax(1) if len(index) else index),
             *(np.char.mod("%.6f", probs[:, c]) for c in range(probs.shape[1])),
         ]
         with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(header)
             writer.writerows(zip(*columns, strict=True))
+
+    def _names(self, values: np.ndarray) -> np.ndarray:
+        """Class names of class indices, or the ``|``-joined names of each row's positive labels (multi-label)."""
+        names = np.asarray(self.task.label_names)
+        if not self.task.multilabel:
+            return names[values.astype(np.int64)] if len(values) else values.astype(str)
+        return np.array(["|".join(names[row.astype(bool)]) for row in values], dtype=str)
 
 
 def summarize(folds: list[dict[str, float]]) -> dict[str, Any]:
@@ -202,16 +294,47 @@ def fold_line(fold: int, row: dict[str, Any], *, seconds: bool = True) -> str:
 
 
 def summary_warnings(summary: Mapping[str, Any]) -> list[str]:
-    """Warnings about the cross-validation's scores: the pooled OOF or test accuracy does not beat the majority."""
-    labels = (("oof", "pooled out-of-fold acc"), ("test", "test acc (fold ensemble)"))
-    return [w for stage, label in labels if (w := baseline_warning(stage, summary, label))]
+    """Warnings about the cross-validation's scores: the pooled OOF or test accuracy does not beat the majority.
+
+    Both the product's accuracy and MedMNIST's official ACC are checked against their majority-class baselines.
+    """
+    labels = (("oof", "pooled out-of-fold"), ("test", "test (fold ensemble)"))
+    warnings = [w for stage, label in labels if (w := baseline_warning(stage, summary, f"{label} acc"))]
+    for stage, label in labels:
+        acc, majority = summary.get(f"{stage}/official_acc"), summary.get(f"{stage}/majority_official_acc")
+        if isinstance(acc, float) and isinstance(majority, float) and not acc > majority + 1e-6:
+            warnings.append(
+                f"{label} MedMNIST ACC {acc:.4f} does not beat the majority-class baseline's {majority:.4f} "
+                "(always predicting the training part's most common class or labels): the model has learnt "
+                "nothing useful"
+            )
+    return warnings
 
 
-def format_summary(summary: dict[str, Any]) -> str:
+def official_line(summary: Mapping[str, Any]) -> str | None:
+    """One console line of MedMNIST's official ACC and AUC (fold mean, pooled OOF, test ensemble) with baselines."""
+    parts = []
+    if isinstance(summary.get("val/official_acc"), Mapping):
+        acc, auc = summary["val/official_acc"], summary.get("val/official_auc") or {}
+        text = f"val ACC {acc['mean']:.4f} ± {acc['std']:.4f}"
+        parts.append(text + (f", AUC {auc['mean']:.4f} ± {auc['std']:.4f} (fold mean ± std)" if auc else ""))
+    for stage, label in (("oof", "pooled out-of-fold"), ("test", "test (fold ensemble)")):
+        if f"{stage}/official_acc" not in summary:
+            continue
+        text = f"{label} ACC {summary[f'{stage}/official_acc']:.4f} AUC {summary[f'{stage}/official_auc']:.4f}"
+        if f"{stage}/majority_official_acc" in summary:
+            acc, auc = summary[f"{stage}/majority_official_acc"], summary[f"{stage}/majority_official_auc"]
+            text += f" (majority class: ACC {acc:.4f} AUC {auc:.4f})"
+        parts.append(text)
+    return "MedMNIST metrics: " + "; ".join(parts) if parts else None
+
+
+def format_summary(summary: dict[str, Any], note: str | None = None) -> str:
     """Console lines: the run's wall time, mean ± std of the key metrics, pooled OOF accuracy, ensemble and refit.
 
     The pooled OOF and ensemble test accuracies come with their majority-class baseline and the leakage line (with
-    and without a near-duplicate in training); the test accuracy with its intervals.
+    and without a near-duplicate in training); the test accuracy with its intervals; MedMNIST's official ACC and
+    AUC with theirs (:func:`official_line`), followed by the task's ``note`` (:attr:`Task.note`) when given.
     """
     lines = []
     run = summary.get("run") or {}
@@ -224,9 +347,10 @@ def format_summary(summary: dict[str, Any]) -> str:
             lo, hi = s["ci95"]
             lines.append(f"{key}: {s['mean']:.4f} ± {s['std']:.4f} (95% CI {lo:.4f}–{hi:.4f}, {s['n']} folds)")
     if "oof/acc" in summary:
-        lo, hi = summary["oof/acc_ci95"]
+        lo, hi = summary.get("oof/acc_ci95") or (math.nan, math.nan)
+        interval = f"95% CI {lo:.4f}–{hi:.4f}, " if "oof/acc_ci95" in summary else ""
         lines.append(
-            f"pooled out-of-fold acc: {summary['oof/acc']:.4f} (95% CI {lo:.4f}–{hi:.4f}, n={summary['oof/n']})"
+            f"pooled out-of-fold acc: {summary['oof/acc']:.4f} ({interval}n={summary['oof/n']})"
             + _baseline(summary, "oof")
         )
     if "test/acc" in summary:
@@ -242,6 +366,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("refit/external/acc", "external acc (refit)"),
     )
     lines.extend(f"{label}: {summary[key]:.4f}" for key, label in labels if key in summary)
+    official = official_line(summary)
+    lines.extend([official] if official else [])
+    lines.extend([f"Note: {note}"] if note else [])
     return "\n".join(lines)
 
 
