@@ -24,7 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from medmnist_lit.batch.selection import PREDICTIONS, mcnemar_rows, mcnemar_table, per_seed, select, selection_lines
+from medmnist_lit.batch.selection import (
+    PREDICTIONS,
+    is_multilabel,
+    mcnemar_rows,
+    mcnemar_table,
+    per_seed,
+    select,
+    selection_lines,
+)
 from medmnist_lit.batch.spec import display
 from medmnist_lit.data.tasks import ORDINAL_NOTE, TaskKind
 from medmnist_lit.utils.dotted import get_dotted
@@ -329,9 +337,14 @@ def _selection_md(directory: Path, batch: dict[str, Any], records: list[dict | N
             "into a new `--root` to get one.",
             "",
         ]
+    exact = (
+        " (multi-label: a sample is right when every label is, an exact match stricter than MedMNIST's ACC)"
+        if any(is_multilabel(r) for r in records)
+        else ""
+    )
     lines += [
         "Per shared seed, from both runs' `test_predictions.csv`: the test samples only one of the two models "
-        "classifies correctly, and the exact two-sided p-value (not corrected for the number of comparisons).",
+        f"classifies correctly{exact}, and the exact two-sided p-value (not corrected for the number of comparisons).",
         "",
         *_md_table(*mcnemar_table(rows, chosen.winner)),
         "",

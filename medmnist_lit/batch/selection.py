@@ -13,7 +13,9 @@ read that winner's score on that seed's test split), which gives the procedure's
 
 McNemar: every variant that shares the winner's test split (same :data:`~medmnist_lit.batch.report.SPLIT_KEYS`
 values and the same seed) is compared with it sample by sample from both runs' ``test_predictions.csv``
-(columns ``index,id,label,predicted``).
+(columns ``index,id,label,predicted``). A multi-label run's ``label`` and ``predicted`` are ``|``-joined sets of
+positive labels: its sample is right when every label is (exact match, far stricter than MedMNIST's ACC, the mean
+per-label accuracy).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from medmnist_lit.data.tasks import TaskKind
 from medmnist_lit.utils.dotted import get_dotted
 from medmnist_lit.utils.stats import describe, mcnemar
 
@@ -34,6 +37,7 @@ __all__ = [
     "PREDICTIONS",
     "Selection",
     "held_out_metric",
+    "is_multilabel",
     "lower_is_better",
     "mcnemar_rows",
     "mcnemar_table",
@@ -44,6 +48,8 @@ __all__ = [
 
 #: Per-sample test predictions a run directory (or a cv run root, for its fold ensemble) writes.
 PREDICTIONS = "test_predictions.csv"
+#: A record's ``task`` of a multi-label run.
+MULTILABEL = TaskKind.MULTILABEL.value
 
 
 def lower_is_better(metric: str) -> bool:
@@ -215,17 +221,31 @@ def selection_lines(selection: Selection, procedure: tuple[list[tuple[Any, str, 
 
 
 # ---------------------------------------------------------------------------------------------- McNemar
-def _predictions(path: Path) -> dict[int, tuple[int, int]] | None:
-    """``index → (label, predicted)`` of a ``test_predictions.csv``, or ``None`` where the file is missing."""
+def _label_set(text: str) -> frozenset[str]:
+    return frozenset(name for name in text.split("|") if name)
+
+
+def _predictions(path: Path, multilabel: bool = False) -> dict[int, tuple[Any, Any]] | None:
+    """``index → (label, predicted)`` of a ``test_predictions.csv``, or ``None`` where the file is missing.
+
+    Single-label: class indices; multi-label: sets of positive label names.
+    """
     if not path.is_file():
         return None
+    read: Any = _label_set if multilabel else int
+    kind = "label sets" if multilabel else "integer"
     with path.open(newline="") as handle:
         try:
-            return {int(r["index"]): (int(r["label"]), int(r["predicted"])) for r in csv.DictReader(handle)}
-        except (KeyError, TypeError, ValueError) as err:  # a hand-edited or truncated file: named in the table
+            return {int(r["index"]): (read(r["label"]), read(r["predicted"])) for r in csv.DictReader(handle)}
+        except (KeyError, TypeError, ValueError, AttributeError) as err:  # a hand-edited or truncated file
             raise ValueError(
-                f"unreadable {path.parent.name}/{path.name} ({err!r}; needs integer index,label,predicted)"
+                f"unreadable {path.parent.name}/{path.name} ({err!r}; needs index and {kind} label,predicted)"
             ) from err
+
+
+def is_multilabel(record: dict[str, Any] | None) -> bool:
+    """Whether a run record is of a multi-label task (its ``task``, from the run's data)."""
+    return bool(record) and (record or {}).get("task") == MULTILABEL
 
 
 def mcnemar_rows(
@@ -238,8 +258,8 @@ def mcnemar_rows(
     """McNemar test of the winner against each variant on the same test split, one row per shared seed.
 
     A row holds ``variant``, ``seed``, the counts and p-values of :func:`~medmnist_lit.utils.stats.mcnemar`
-    (A = the winner) and both accuracies, or a ``note`` saying why there is no test (a missing file, test sets
-    that differ).
+    (A = the winner) and both accuracies (exact-match for multi-label), or a ``note`` saying why there is no test
+    (a missing file, test sets that differ).
     """
     directory = Path(directory)
     ok = [(run, rec) for run, rec in zip(batch["runs"], records, strict=True) if rec and rec.get("status") == "ok"]
@@ -257,8 +277,12 @@ def mcnemar_rows(
             if differs:
                 rows.append({**row, "note": f"other test split ({differs[0]} differs)"})
                 continue
+            if is_multilabel(rec) != is_multilabel(w_rec):
+                rows.append({**row, "note": "one run is multi-label, the other not"})
+                continue
+            multilabel = is_multilabel(rec)
             try:  # the run's folder in this batch directory, not record["run_dir"]: a moved batch still finds them
-                a, b = (_predictions(directory / r["name"] / PREDICTIONS) for r in (w_run, run))
+                a, b = (_predictions(directory / r["name"] / PREDICTIONS, multilabel) for r in (w_run, run))
             except ValueError as err:
                 rows.append({**row, "note": str(err)})
                 continue

@@ -40,6 +40,7 @@ from medmnist_lit.cv.summary import (
     summarize,
     summary_warnings,
     write_csv,
+    write_multilabel_predictions,
 )
 from medmnist_lit.cv.tensorboard import write_cv_tensorboard
 from medmnist_lit.data.fold import Fold
@@ -292,8 +293,9 @@ def _test_scores(ensemble: torch.Tensor, targets: torch.Tensor, data: Any, split
 def _write_test_predictions(path: Path, index: Any, data: Any, ensemble: torch.Tensor, task: Task) -> None:
     """The fold ensemble's ``test_predictions.csv``."""
     if task.multilabel:
-        return  # TODO(B1)
-    write_predictions(path, index, data, ensemble.argmax(1).numpy())
+        write_multilabel_predictions(path, index, data, ensemble.numpy(), task)
+    else:
+        write_predictions(path, index, data, ensemble.argmax(1).numpy())
 
 
 def write_root_trial(

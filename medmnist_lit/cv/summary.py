@@ -27,6 +27,32 @@ CURVE_KEYS = ("train/loss", "train/acc", "val/loss", "val/acc")
 _PER_CLASS = re.compile(r"/acc_|/auroc_(?!boot95_)")
 
 
+def named(task: Task, values: np.ndarray) -> np.ndarray:
+    """Class names of class indices, or the ``|``-joined names of each row's positive labels (multi-label)."""
+    names = np.asarray(task.label_names)
+    if not task.multilabel:
+        return names[values.astype(np.int64)] if len(values) else values.astype(str)
+    return np.array(["|".join(names[row.astype(bool)]) for row in values], dtype=str)
+
+
+def write_multilabel_predictions(path: Path, index: np.ndarray, data: Any, probs: np.ndarray, task: Task) -> None:
+    """A multi-label ``test_predictions.csv``: index, id, true and predicted (above 0.5) positive labels.
+
+    Labels are ``|``-joined names, so a sample is right when the two are equal (every label right).
+    """
+    index = np.asarray(index, dtype=np.int64)
+    columns = (
+        index.astype(str),
+        np.asarray(data.ids)[index].astype(str),
+        named(task, np.asarray(data.labels)[index]),
+        named(task, np.asarray(probs) > 0.5),
+    )
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["index", "id", "label", "predicted"])
+        writer.writerows(zip(*columns, strict=True))
+
+
 def task_metrics(task: Task, *, sync: bool = True) -> EpochMetrics:
     """The product's metrics of one stage for ``task``."""
     return EpochMetrics(task.num_outputs, list(task.label_names), sync=sync)
@@ -200,23 +226,16 @@ class OutOfFold:
         columns = [
             index.astype(str),
             np.asarray(data.ids)[index].astype(str),
-            self._names(labels),
+            named(self.task, labels),
             fold.astype(str),
             repeat.astype(str),
-            self._names(probs > 0.5 if self.task.multilabel else probs.argmax(1) if len(index) else index),
+            named(self.task, probs > 0.5 if self.task.multilabel else probs.argmax(1) if len(index) else index),
             *(np.char.mod("%.6f", probs[:, c]) for c in range(probs.shape[1])),
         ]
         with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(header)
             writer.writerows(zip(*columns, strict=True))
-
-    def _names(self, values: np.ndarray) -> np.ndarray:
-        """Class names of class indices, or the ``|``-joined names of each row's positive labels (multi-label)."""
-        names = np.asarray(self.task.label_names)
-        if not self.task.multilabel:
-            return names[values.astype(np.int64)] if len(values) else values.astype(str)
-        return np.array(["|".join(names[row.astype(bool)]) for row in values], dtype=str)
 
 
 def summarize(folds: list[dict[str, float]]) -> dict[str, Any]:
