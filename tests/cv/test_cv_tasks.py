@@ -193,3 +193,16 @@ def test_ordinal_note_is_printed_once() -> None:
     assert note is not None
     text = format_summary(summary, note=note)
     assert text.count(note) == 1 and "MedMNIST metrics: test (fold ensemble) ACC 0.5000 AUC 0.7000" in text
+
+
+def test_multilabel_permutation_shuffles_whole_label_rows() -> None:
+    from medmnist_lit.cv.permutation import permuted_labels
+
+    labels = planted(TaskKind.MULTILABEL).labels
+    dev = kfold().dev
+    shuffled = permuted_labels(labels, dev, seed=3)
+    assert shuffled.shape == labels.shape
+    np.testing.assert_array_equal(shuffled[kfold().test], labels[kfold().test])
+    rows = {tuple(r) for r in labels[dev]}
+    assert all(tuple(r) in rows for r in shuffled[dev]) and not np.array_equal(shuffled[dev], labels[dev])
+    assert sorted(map(tuple, shuffled[dev])) == sorted(map(tuple, labels[dev]))
