@@ -143,7 +143,9 @@ class OutOfFold:
         ``twin`` marks the samples with a near-duplicate in that fold's training part and ``train_labels`` are the
         labels of that training part: the pooled scores are then stratified (``oof/with_twin/…``) and get a
         majority baseline fit on each sample's own training part (``oof/majority_acc``,
-        ``oof/majority_official_…``).
+        ``oof/majority_official_…``). Pooled like the model's predictions, the baseline's accuracy is often below the
+        overall majority share and its AUC not exactly 0.5: a fold's training majority is, by the same token,
+        under-represented in its validation part, and the folds' constant scores differ.
         """
         twin = None if twin is None else np.asarray(twin, dtype=bool)
         index, probs = np.asarray(index, dtype=np.int64), np.asarray(probs, dtype=np.float32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -98,6 +99,10 @@ def oof_arrays(path: Path, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarr
 
 
 SINGLE = [TaskKind.BINARY, TaskKind.MULTICLASS, TaskKind.ORDINAL]
+#: Multi-label training needs a Classifier that knows its task (BCE head): slice B1 of issue 15.
+needs_task_classifier = pytest.mark.skipif(
+    "task" not in inspect.signature(Classifier).parameters, reason="the Classifier has no task argument yet"
+)
 
 
 @pytest.mark.parametrize("kind", SINGLE, ids=lambda k: k.name.lower())
@@ -130,6 +135,7 @@ def test_cv_reports_official_metrics_of_every_single_label_task(kind: TaskKind, 
     assert ("Note: ordinal grades" in text) is (kind is TaskKind.ORDINAL)
 
 
+@needs_task_classifier
 def test_multilabel_cv_trains_and_scores_each_label(tmp_path: Path) -> None:
     data = planted(TaskKind.MULTILABEL)
     result = run(data, tmp_path / "run", engine="sequential")
@@ -153,6 +159,7 @@ def test_multilabel_cv_trains_and_scores_each_label(tmp_path: Path) -> None:
     assert first["label"] == "|".join(positive)
 
 
+@needs_task_classifier
 def test_multilabel_fold_parallel_equals_sequential(tmp_path: Path) -> None:
     data = planted(TaskKind.MULTILABEL)
     parallel = run(data, tmp_path / "parallel", engine="parallel")
