@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import inspect
+import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -213,3 +214,28 @@ def test_multilabel_permutation_shuffles_whole_label_rows() -> None:
     rows = {tuple(r) for r in labels[dev]}
     assert all(tuple(r) in rows for r in shuffled[dev]) and not np.array_equal(shuffled[dev], labels[dev])
     assert sorted(map(tuple, shuffled[dev])) == sorted(map(tuple, labels[dev]))
+
+
+def test_cli_cv_of_an_ordinal_medmnist_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cliruns import run_in
+    from datagen import make_npz
+
+    from medmnist_lit.data.medmnist_source import ROOT_ENV
+
+    root = tmp_path / "medmnist"
+    root.mkdir()
+    make_npz(root / "retinamnist.npz", n_train=40, n_val=10, n_test=10, num_classes=5, size=28, rgb=True)
+    monkeypatch.setenv(ROOT_ENV, str(root))
+    cwd = tmp_path / "run"
+    cwd.mkdir()
+    args = ["cv", "--data.source", "medmnist:retinamnist", "--data.split", "kfold", "--data.folds", "3"]
+    run_in(cwd, [*args, "--data.batch_size", "8", "--trainer.max_epochs", "1", "--trainer.logger.init_args.name", "t"])
+    captured = capsys.readouterr()
+    err = captured.out + captured.err
+    note = Task(TaskKind.ORDINAL, ("0", "1")).note
+    assert note is not None and err.count(note) == 1
+    assert "MedMNIST metrics: val ACC" in err and "test (fold ensemble) ACC" in err
+    summary = json.loads((cwd / "lightning_logs" / "t" / "version_0" / "summary.json").read_text())
+    assert summary["run"]["task"] == TaskKind.ORDINAL.value and "test/majority_official_auc" in summary
