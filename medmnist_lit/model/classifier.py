@@ -1,4 +1,4 @@
-"""The LightningModule that trains a plain head with cross-entropy."""
+"""The LightningModule that trains a plain head with its task's loss (cross-entropy, or BCE for multi-label)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CyclicLR, OneCycleLR, ReduceLROnPlateau
 
+from medmnist_lit.data.tasks import Task, TaskKind
 from medmnist_lit.model.heads import ActivationName, HeadName, build_head
 from medmnist_lit.model.metrics import EpochMetrics
 from medmnist_lit.utils.checkpoints import WeightsOnlyLoading
@@ -95,7 +96,10 @@ class UnsetHead(nn.Module):
 
 
 class Classifier(PlainAttributes, WeightsOnlyLoading, L.LightningModule):
-    """Cross-entropy training of a logistic-regression or MLP head on flattened images.
+    """Training of a logistic-regression or MLP head on flattened images, with the loss of the data's task.
+
+    Single-label tasks (binary, multi-class, ordinal) train a softmax head with cross-entropy; multi-label tasks a
+    sigmoid per label with binary cross-entropy (:class:`~medmnist_lit.data.tasks.Task`).
 
     Lightning's automatic optimization: each batch is one mini-batch, :meth:`training_step` returns its loss and
     Lightning does the rest (backward, gradient clipping and accumulation, the optimizer step, schedulers per
@@ -105,14 +109,18 @@ class Classifier(PlainAttributes, WeightsOnlyLoading, L.LightningModule):
         num_classes: Number of classes (linked from the data).
         input_shape: ``(C, H, W)`` of one image (linked from the data).
         class_names: Class names, for per-class metrics and plots (linked from the data).
+        task: The task type, MedMNIST's name for it (``"multi-label, binary-class"`` ...) or a member name of
+            :class:`~medmnist_lit.data.tasks.TaskKind` (``"multilabel"``); ``None`` takes the data's at ``setup``
+            (single-label without data). Checkpoints record it.
         head: ``"logistic"`` (one linear layer) or ``"mlp"``.
         hidden_sizes: MLP hidden layer widths.
         activation: MLP activation.
         dropout: MLP dropout probability.
         batch_norm: MLP batch normalisation.
-        label_smoothing: Cross-entropy label smoothing.
+        label_smoothing: Label smoothing (multi-label: targets move towards 0.5 by as much).
         class_weights: ``"balanced"`` (inverse class frequency of the training part), explicit weights, or
-            ``None``.
+            ``None``. Multi-label: the weights of each label's positives (BCE ``pos_weight``); ``"balanced"``
+            gives each label its negatives-to-positives ratio in the training part.
         optimizer: ``{"class_path": "torch.optim.SGD", "init_args": {"lr": 0.001}}``-style config; set from the
             CLI's ``--optimizer``. ``None`` means SGD with lr 0.001, the course recipe.
         lr_scheduler: Scheduler config in the same style (``--lr_scheduler``), or ``None``.
@@ -125,6 +133,7 @@ class Classifier(PlainAttributes, WeightsOnlyLoading, L.LightningModule):
         num_classes: int | None = None,
         input_shape: Sequence[int] | None = None,
         class_names: list[str] | None = None,
+        task: str | None = None,
         head: HeadName = "logistic",
         hidden_sizes: list[int] = [512, 512],  # noqa: B006 - jsonargparse shows it; never mutated
         activation: ActivationName = "relu",
@@ -141,6 +150,10 @@ class Classifier(PlainAttributes, WeightsOnlyLoading, L.LightningModule):
         self.save_hyperparameters()
         self.num_classes: int = num_classes or 0  # 0 until the shapes are known
         self.class_names = list(class_names) if class_names else None
+        try:
+            self.task_kind: TaskKind | None = None if task is None else TaskKind.parse(task)
+        except ValueError as err:
+            raise ValueError(f"model.task: {err}") from None
         self.head: nn.Module = UnsetHead()
         self.label_smoothing = label_smoothing
         self.class_weights = class_weights
@@ -155,7 +168,7 @@ class Classifier(PlainAttributes, WeightsOnlyLoading, L.LightningModule):
         # not persistent: explicit weights come from the hyperparameters, "balanced" ones from the data at setup
         self.register_buffer("class_weight", weight, persistent=False)
         if num_classes is not None and input_shape is not None:
-            self.set_shapes(num_classes, input_shape, class_names)
+            self.set_shapes(num_classes, input_shape, class_names, self.task_kind)
         #: Finished epochs' metrics, e.g. ``history["val/loss"] == [0.9, 0.7, ...]`` (also used for plots).
         self.history: dict[str, list[float]] = {}
         self._history_epoch: dict[str, int] = {}
@@ -163,8 +176,14 @@ class Classifier(PlainAttributes, WeightsOnlyLoading, L.LightningModule):
         self.confusion: dict[str, Tensor] = {}
 
     # -------------------------------------------------------------------------------------- model
-    def set_shapes(self, num_classes: int, input_shape: Sequence[int], class_names: Sequence[str] | None) -> None:
-        """Build the head and the metrics for ``num_classes`` classes of ``input_shape`` images.
+    def set_shapes(
+        self,
+        num_classes: int,
+        input_shape: Sequence[int],
+        class_names: Sequence[str] | None,
+        task: TaskKind | str | None = None,
+    ) -> None:
+        """Build the head and the metrics for ``num_classes`` classes (or labels) of ``input_shape`` images.
 
         Called by ``__init__`` when both are given, else by :meth:`setup` with the DataModule's (so
         ``trainer.fit(Classifier(), MedMNISTDataModule(source=...))`` fits the data); the hyperparameters, and so
@@ -173,12 +192,39 @@ class Classifier(PlainAttributes, WeightsOnlyLoading, L.LightningModule):
         if isinstance(self.class_weights, list) and len(self.class_weights) != num_classes:
             raise ValueError(f"model.class_weights has {len(self.class_weights)} values for {num_classes} classes")
         names = list(class_names) if class_names else None
-        self.hparams.update(num_classes=int(num_classes), input_shape=tuple(input_shape), class_names=names)
-        self.num_classes, self.class_names = int(num_classes), names
+        kind = None if task is None else TaskKind.parse(task)
+        self.hparams.update(
+            num_classes=int(num_classes),
+            input_shape=tuple(input_shape),
+            class_names=names,
+            task=None if kind is None else kind.value,
+        )
+        self.num_classes, self.class_names, self.task_kind = int(num_classes), names, kind
+        _ = self.task  # refuse a task that does not fit the classes (a binary task with 3)
         self.head = self.make_head()
-        self.train_metrics = EpochMetrics(num_classes, names)
-        self.val_metrics = EpochMetrics(num_classes, names)
-        self.test_metrics = EpochMetrics(num_classes, names)
+        self.set_task(kind)
+
+    def set_task(self, task: TaskKind | str | None) -> None:
+        """Take ``task`` (recorded in the hyperparameters) and build the stages' metrics for it."""
+        kind = None if task is None else TaskKind.parse(task)
+        self.hparams["task"] = None if kind is None else kind.value
+        self.task_kind = kind
+        self.train_metrics = self.new_metrics()
+        self.val_metrics = self.new_metrics()
+        self.test_metrics = self.new_metrics()
+
+    @property
+    def task(self) -> Task:
+        """The model's :class:`~medmnist_lit.data.tasks.Task` (single-label when none was given)."""
+        names = self.class_names or [str(i) for i in range(self.num_classes)]
+        try:
+            return Task(self.task_kind, tuple(names)) if self.task_kind else Task.single_label(names)
+        except ValueError as err:
+            raise ValueError(f"model.task: {err}") from None
+
+    def new_metrics(self, sync: bool = True) -> EpochMetrics:
+        """A fresh metric accumulator for this model's outputs (``sync=False``: this process's samples only)."""
+        return EpochMetrics(self.num_classes, self.class_names, sync=sync, task=self.task)
 
     def make_head(self) -> nn.Module:
         """A freshly initialised head of this model's architecture (drawn from torch's global generator)."""
@@ -198,29 +244,32 @@ class Classifier(PlainAttributes, WeightsOnlyLoading, L.LightningModule):
         return self.head(x)
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
-        """Cross-entropy with the configured label smoothing and class weights."""
-        return nn.functional.cross_entropy(
-            logits, target, weight=self.class_weight, label_smoothing=self.label_smoothing
-        )
+        """The task's loss (:meth:`Task.loss`) with the configured label smoothing and class weights."""
+        return self.task.loss(logits, target, self.class_weight, self.label_smoothing)
+
+    def scores(self, logits: Tensor) -> Tensor:
+        """Probabilities of logits: softmax over the classes, or a sigmoid per label (:meth:`Task.scores`)."""
+        return self.task.scores(logits)
 
     def setup(self, stage: str) -> None:
-        """Take the shapes and class names from the attached DataModule, and resolve ``class_weights="balanced"``.
+        """Take the shapes, class names and task from the attached DataModule; resolve ``class_weights="balanced"``.
 
         Raises:
             MisconfigurationException: No shapes were given and no MedMNISTDataModule is attached, or the given
-                shapes differ from the data's.
+                shapes or task differ from the data's.
         """
         datamodule: Any = getattr(self.trainer, "datamodule", None)
         if hasattr(datamodule, "input_shape"):
             shapes = (int(datamodule.num_classes), tuple(datamodule.input_shape))
             if isinstance(self.head, UnsetHead):
-                self.set_shapes(*shapes, datamodule.class_names)
+                self.set_shapes(*shapes, datamodule.class_names, self.task_kind)
             elif shapes != (self.num_classes, tuple(self.hparams["input_shape"])):
                 raise MisconfigurationException(
                     f"the Classifier was built for {self.num_classes} classes of {tuple(self.hparams['input_shape'])} "
                     f"images but the data has {shapes[0]} classes of {shapes[1]}; leave num_classes and input_shape "
                     "out to take them from the data"
                 )
+            self._take_task(datamodule)
         elif isinstance(self.head, UnsetHead):
             raise MisconfigurationException(
                 "Classifier() without num_classes and input_shape takes them from a MedMNISTDataModule: pass one to "
@@ -230,9 +279,32 @@ class Classifier(PlainAttributes, WeightsOnlyLoading, L.LightningModule):
             return
         if datamodule is None or not hasattr(datamodule, "class_counts"):
             raise MisconfigurationException("class_weights='balanced' needs a MedMNISTDataModule to count classes")
+        if self.task.multilabel:
+            labels = torch.as_tensor(np.asarray(datamodule.dataset.labels)[datamodule.indices("train")])
+            positives = labels.sum(0, dtype=torch.float32)
+            # BCE's pos_weight: a label's positives weigh as much as its negatives in total
+            self.class_weight = (len(labels) - positives) / positives.clamp_min(1)
+            return
         counts = torch.as_tensor(datamodule.class_counts("train"), dtype=torch.float32)
         # sklearn's "balanced": n_samples / (n_classes * count), so a balanced set gets weight 1
         self.class_weight = counts.sum() / (len(counts) * counts.clamp_min(1))
+
+    def _take_task(self, datamodule: Any) -> None:
+        """Adopt the data's task when none was given; refuse a model built for another one."""
+        data_task = getattr(datamodule, "task", None)
+        if not isinstance(data_task, Task):
+            return
+        if self.task_kind is None:
+            if data_task.kind is not self.task.kind:
+                self.set_task(data_task.kind)
+            else:
+                self.hparams["task"] = data_task.kind.value  # checkpoints record it
+                self.task_kind = data_task.kind
+        elif data_task.kind is not self.task_kind:
+            raise MisconfigurationException(
+                f"the Classifier was built for a {self.task_kind.value} task but the data's task is "
+                f"{data_task.kind.value}; leave model.task out to take it from the data"
+            )
 
     # ----------------------------------------------------------------------------------- training
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -253,7 +325,9 @@ class Classifier(PlainAttributes, WeightsOnlyLoading, L.LightningModule):
         local mean is scaled by the process's share, so the step is the one a single device would take on the
         union of the batches.
         """
-        weight = self.class_weight[target].sum() if self.class_weight is not None else target.new_tensor(len(target))
+        # BCE (multi-label) averages over every sample's labels alike: pos_weight does not change the denominator
+        class_weight = None if self.task.multilabel else self.class_weight
+        weight = class_weight[target].sum() if class_weight is not None else target.new_tensor(len(target))
         weight = weight.detach().float()
         total = self.trainer.strategy.reduce(weight.clone(), reduce_op="sum")
         share = torch.where(total > 0, weight * self.trainer.world_size / total.clamp_min(1e-12), 0.0)
@@ -273,9 +347,9 @@ class Classifier(PlainAttributes, WeightsOnlyLoading, L.LightningModule):
         self._evaluate(batch, "test")
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
-        """Class probabilities of a batch (``(x, y)`` or bare ``x``)."""
+        """Probabilities of a batch (``(x, y)`` or bare ``x``): per class, or per label (multi-label)."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(x).softmax(-1)
+        return self.scores(self(x))
 
     # ---------------------------------------------------------------------------------- epoch ends
     def stage_metrics(self, stage: Stage) -> EpochMetrics:
@@ -287,7 +361,8 @@ class Classifier(PlainAttributes, WeightsOnlyLoading, L.LightningModule):
         if not metrics.num_samples:
             return {}
         scalars, confmat, _, _ = metrics.compute()
-        self.confusion[stage] = confmat
+        if confmat.ndim == 2:  # multi-label has one 2×2 matrix per label: no class-by-class matrix to draw
+            self.confusion[stage] = confmat
         logged = {f"{stage}/{k}": v for k, v in scalars.items()}
         if stage != "test" and not self.trainer.sanity_checking:
             epoch = self.current_epoch

@@ -1,4 +1,9 @@
-"""Per-stage classification metrics (torchmetrics), accumulated cheaply per step and computed per epoch."""
+"""Per-stage classification metrics (torchmetrics), accumulated cheaply per step and computed per epoch.
+
+Single-label tasks (binary, multi-class, ordinal) score softmax probabilities; multi-label tasks score each label's
+sigmoid probability at MedMNIST's threshold 0.5, so ``acc`` (the mean of the per-label accuracies) is MedMNIST's
+ACC there.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +14,30 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MeanMetric, Metric, MetricCollection
 from torchmetrics.classification import (
     BinaryAUROC,
     MulticlassAccuracy,
     MulticlassAUROC,
     MulticlassConfusionMatrix,
     MulticlassF1Score,
+    MultilabelAccuracy,
+    MultilabelAUROC,
+    MultilabelConfusionMatrix,
+    MultilabelF1Score,
 )
+
+from medmnist_lit.data.tasks import Task
+
+__all__ = ["EpochMetrics"]
 
 
 class EpochMetrics(nn.Module):
     """Loss, accuracy, macro-F1, AUROC, per-class accuracy and the confusion matrix of one stage.
+
+    Multi-label (``task.multilabel``): ``acc`` is the mean of the per-label accuracies at 0.5 (MedMNIST's ACC),
+    ``f1`` the macro F1 at 0.5, ``auroc`` the mean AUROC of the labels that have both outcomes in the stage,
+    ``auroc_<label>`` and ``acc_<label>`` per label; the confusion matrices are per label, ``L×2×2``.
 
     A training step only stores its detached logits, targets and summed loss (a few microseconds);
     torchmetrics computes everything once per epoch from the concatenated outputs, so per-step cost
@@ -31,15 +48,35 @@ class EpochMetrics(nn.Module):
         num_classes: Number of classes; 2 reports AUROC of class 1 (binary AUROC).
         class_names: Names used for the per-class accuracy keys ``acc_<name>``.
         sync: Gather the states of all processes when computing (``False``: this process's samples only).
+        task: The task; ``None`` is single-label (binary or multi-class, which score alike here).
     """
 
-    def __init__(self, num_classes: int, class_names: Sequence[str] | None = None, sync: bool = True) -> None:
+    def __init__(
+        self, num_classes: int, class_names: Sequence[str] | None = None, sync: bool = True, task: Task | None = None
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         if len(self.class_names) != num_classes:
             raise ValueError(f"{len(self.class_names)} class names for {num_classes} classes")
+        if task is not None and task.num_outputs != num_classes:
+            raise ValueError(f"a {task.kind.value} task with {task.num_outputs} outputs for {num_classes} classes")
+        self.task = task
+        self.multilabel = task is not None and task.multilabel
         options: dict[str, Any] = {"validate_args": False, "sync_on_compute": sync}
+        if self.multilabel:
+            self.labels = MetricCollection(
+                {
+                    "acc": MultilabelAccuracy(num_classes, average="macro", **options),
+                    "f1": MultilabelF1Score(num_classes, average="macro", **options),
+                    "class_acc": MultilabelAccuracy(num_classes, average=None, **options),
+                    "confmat": MultilabelConfusionMatrix(num_classes, **options),
+                },
+                compute_groups=True,
+            )
+            self.auroc: Metric = MultilabelAUROC(num_classes, average=None, **options)
+            self._init_buffers(sync)
+            return
         self.labels = MetricCollection(
             {
                 "acc": MulticlassAccuracy(num_classes, average="micro", **options),
@@ -52,6 +89,9 @@ class EpochMetrics(nn.Module):
         self.auroc = (
             BinaryAUROC(**options) if num_classes == 2 else MulticlassAUROC(num_classes, average="macro", **options)
         )
+        self._init_buffers(sync)
+
+    def _init_buffers(self, sync: bool) -> None:
         self.loss = MeanMetric(sync_on_compute=sync)
         self._logits: list[Tensor] = []
         self._targets: list[Tensor] = []
@@ -75,17 +115,20 @@ class EpochMetrics(nn.Module):
 
         Returns:
             ``(scalars, confusion_matrix, probabilities, targets)``: scalars keyed ``loss``, ``acc``, ``f1``,
-            ``auroc``, ``acc_<class>``; probabilities and targets of every recorded sample, in order.
+            ``auroc``, ``acc_<class>`` (multi-label also ``auroc_<label>``); probabilities (softmax, or sigmoid per
+            label) and targets of every recorded sample, in order.
         """
         if not self._targets:
             raise RuntimeError("no batches were recorded for this stage")
         logits = torch.cat(self._logits).float()
         target = torch.cat(self._targets)
-        probs = logits.softmax(-1)
+        probs = self.task.scores(logits) if self.task is not None else logits.softmax(-1)
         sizes = torch.tensor(self._sizes, dtype=torch.float32, device=target.device)
         total = (torch.stack(self._losses).float() * sizes).sum()  # the batches' mean losses, weighted by size
         self.loss.update(total / len(target), weight=len(target))
         self.labels.update(probs, target)
+        if self.multilabel:
+            return self._multilabel(probs, target)
         self.auroc.update(probs[:, 1] if self.num_classes == 2 else probs, target)
         values = self.labels.compute()
         # counts after synchronisation: every process takes the same branches (collectives must match)
@@ -106,6 +149,28 @@ class EpochMetrics(nn.Module):
         confmat = values["confmat"].cpu()
         self.reset()
         return scalars, confmat, probs.cpu(), target.cpu()
+
+    def _multilabel(self, probs: Tensor, target: Tensor) -> tuple[dict[str, float], Tensor, Tensor, Tensor]:
+        self.auroc.update(probs, target)
+        values = self.labels.compute()
+        # counts after synchronisation (every process takes the same branches): a label needs both outcomes
+        confmat = values["confmat"]
+        defined = (confmat[:, 1].sum(1) > 0) & (confmat[:, 0].sum(1) > 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torchmetrics warns about labels without positives in a small stage
+            aurocs = torch.where(defined, self.auroc.compute().float(), torch.nan)
+        per_label = aurocs[defined]
+        scalars = {
+            "loss": float(self.loss.compute()),
+            "acc": float(values["acc"]),
+            "f1": float(values["f1"]),
+            "auroc": float(per_label.mean()) if len(per_label) else math.nan,
+        }
+        for name, acc, auroc in zip(self.class_names, values["class_acc"].tolist(), aurocs.tolist(), strict=True):
+            scalars[f"acc_{name}"] = acc
+            scalars[f"auroc_{name}"] = auroc
+        self.reset()
+        return scalars, confmat.cpu(), probs.cpu(), target.cpu()
 
     def reset(self) -> None:
         """Forget everything recorded."""

@@ -21,11 +21,13 @@ from torch import Tensor
 from medmnist_lit.callbacks import EpochNumberCheckpoint, EpochSummary, ProgressBar, RunArtifacts
 from medmnist_lit.callbacks.run_artifacts import run_dir
 from medmnist_lit.data.fold import Fold
+from medmnist_lit.data.tasks import Task
 from medmnist_lit.model.metrics import EpochMetrics
 from medmnist_lit.splits.twins import twin_mask
 from medmnist_lit.training.hparams import run_scores, trainer_settings, trial_hparams, write_trial
+from medmnist_lit.training.official_scores import majority_target, official_line
 from medmnist_lit.training.test_report import PREDICTIONS_FILE, interval_scores, interval_text, write_predictions
-from medmnist_lit.training.twin_scores import baseline_warning, leakage_line, majority_class, stage_scores
+from medmnist_lit.training.twin_scores import baseline_warning, leakage_line, stage_scores
 from medmnist_lit.utils.checkpoints import check_compatible, load_checkpoint, secure_trainer
 from medmnist_lit.utils.files import write_json
 
@@ -127,7 +129,10 @@ def score(model: Any, loader: Any, prefix: str, metrics: EpochMetrics | None = N
     model.eval()
     # every process scores all samples itself: no synchronisation across processes
     if metrics is None:
-        metrics = EpochMetrics(model.hparams.num_classes, model.hparams.class_names, sync=False).to(model.device)
+        if hasattr(model, "new_metrics"):  # a Classifier: metrics of its task
+            metrics = model.new_metrics(sync=False).to(model.device)
+        else:
+            metrics = EpochMetrics(model.hparams.num_classes, model.hparams.class_names, sync=False).to(model.device)
     for x, y in loader:
         logits = model(x.to(model.device))
         metrics.update(logits, y.to(model.device), model.loss(logits, y.to(model.device)))
@@ -159,7 +164,8 @@ def fold_result(
     samples, the test split (unless ``test`` already has those metrics; the scores are logged to ``loggers`` at the
     last epoch) and the ``test_source`` data, then writes ``metrics.json`` and flushes the loggers. Validation and
     test scores are also split by whether a sample has a near-duplicate in ``fold.train`` (``val/with_twin/acc`` ...)
-    and come with the majority-class baseline (:mod:`medmnist_lit.training.twin_scores`), from the same probabilities.
+    and come with the majority-class baseline and MedMNIST's official ACC/AUC (:mod:`medmnist_lit.training.twin_scores`,
+    :mod:`medmnist_lit.training.official_scores`), from the same probabilities.
 
     Args:
         model: The trained :class:`~medmnist_lit.model.classifier.Classifier`.
@@ -204,12 +210,14 @@ def fold_result(
         test_scores = tested
     if val is not None:
         result.update(val.metrics)
-    result.update(_stratified(datamodule.dataset, fold, val, test_index, test_scores))
+    task = getattr(datamodule, "task", None) or Task.single_label(datamodule.dataset.class_names)
+    result.update(_stratified(datamodule.dataset, task, fold, val, test_index, test_scores))
     if report and test_scores is not None:
         result.update(interval_scores(test_scores.probs, test_scores.targets))
         if write:
-            predicted = test_scores.probs.argmax(1).numpy()
-            write_predictions(directory / PREDICTIONS_FILE, test_index, datamodule.dataset, predicted)
+            predicted = None if task.multilabel else test_scores.probs.argmax(1).numpy()
+            path = directory / PREDICTIONS_FILE
+            write_predictions(path, test_index, datamodule.dataset, predicted, probs=test_scores.probs.numpy())
     external = None
     if getattr(datamodule, "test_source", None):
         external = score(model, datamodule.external_loader(device, fold.transform), "external", metrics)
@@ -229,16 +237,16 @@ def fold_result(
 
 
 def _stratified(
-    data: Any, fold: Fold, val: Scores | None, test_index: np.ndarray, test: Scores | None
+    data: Any, task: Task, fold: Fold, val: Scores | None, test_index: np.ndarray, test: Scores | None
 ) -> dict[str, float]:
-    """Validation and test scores with and without a near-duplicate in ``fold.train``, and the majority baseline."""
-    names, clusters = list(data.class_names), data.near_clusters
-    majority = majority_class(np.asarray(data.labels)[fold.train], len(names))
+    """Validation and test scores with and without a near-duplicate in ``fold.train``, baseline and official scores."""
+    clusters = data.near_clusters
+    majority = majority_target(np.asarray(data.labels)[fold.train], task)
     result: dict[str, float] = {}
     for stage, index, scored in (("val", fold.val, val), ("test", test_index, test)):
         if scored is not None:
             twin = None if clusters is None else twin_mask(clusters, index, fold.train)
-            result.update(stage_scores(stage, scored.probs, scored.targets, twin=twin, majority=majority))
+            result.update(stage_scores(stage, scored.probs, scored.targets, twin=twin, majority=majority, task=task))
     return result
 
 
@@ -349,6 +357,13 @@ def announce_scores(metrics: dict[str, float], datamodule: Any) -> None:
         )
         if others:
             log.info("%s", others)
+    for stage in ("val", "test"):
+        official = official_line(stage, metrics)
+        if official:
+            log.info("%s", official)
+    note = getattr(getattr(datamodule, "task", None), "note", None)
+    if note and any(f"{stage}/official_acc" in metrics for stage in ("val", "test")):
+        log.info("Note: %s", note)
     for stage in ("val", "test"):
         line = leakage_line(stage, metrics)
         if line:

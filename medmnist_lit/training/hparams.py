@@ -84,7 +84,8 @@ _TRAINER_DEFAULTS: dict[str, Any] = {
     "gradient_clip_val": None,
     "precision": "32-true",
 }
-_PER_CLASS = re.compile(r"/acc_")  # per-class accuracies (val/acc_3, val/acc_HeadCT) stay in metrics.json
+# per-class accuracies (val/acc_3, val/acc_HeadCT) and per-label AUROCs stay in metrics.json (not the intervals)
+_PER_CLASS = re.compile(r"/acc_|/auroc_(?!boot95_)")
 
 
 def _text(value: Any) -> str:

@@ -4,6 +4,11 @@ Intervals (flat floats in ``metrics.json``): the exact binomial (Clopper-Pearson
 ``test/acc_binom95_low|high``, and stratified bootstrap percentile intervals (:mod:`medmnist_lit.utils.bootstrap`)
 of accuracy, macro-F1 and AUROC, ``test/<metric>_boot95_low|high``. ``test_predictions.csv`` (``index,id,label,
 predicted``) lets two runs that share a test set be compared sample by sample (McNemar's test).
+
+Multi-label test parts (``N×L`` 0/1 targets) get the bootstrap intervals only (plain resampling, see
+:mod:`medmnist_lit.utils.bootstrap`): their accuracy averages ``N×L`` correlated outcomes, which no binomial interval
+describes. Their ``test_predictions.csv`` has, per label, the true 0/1 (``label_<name>``) and the probability
+(``p_<name>``): ``index,id,label_<a>,…,p_<a>,…``.
 """
 
 from __future__ import annotations
@@ -29,11 +34,16 @@ PREDICTIONS_FILE = "test_predictions.csv"
 def interval_scores(
     probs: Any, targets: Any, *, stage: str = "test", resamples: int = 1000, seed: int = 0
 ) -> dict[str, float]:
-    """Binomial interval of the accuracy and stratified bootstrap intervals of accuracy, macro-F1 and AUROC."""
+    """Binomial interval of the accuracy and stratified bootstrap intervals of accuracy, macro-F1 and AUROC.
+
+    Multi-label targets (``N×L``): the bootstrap intervals only (see the module doc).
+    """
     probs, targets = np.asarray(probs, dtype=np.float64), np.asarray(targets, dtype=np.int64)
-    correct = int((probs.argmax(1) == targets).sum()) if len(targets) else 0
-    low, high = binomial_interval(correct, len(targets))
-    result = {f"{stage}/acc_binom95_low": low, f"{stage}/acc_binom95_high": high}
+    result: dict[str, float] = {}
+    if targets.ndim == 1:
+        correct = int((probs.argmax(1) == targets).sum()) if len(targets) else 0
+        low, high = binomial_interval(correct, len(targets))
+        result.update({f"{stage}/acc_binom95_low": low, f"{stage}/acc_binom95_high": high})
     for name, (lo, hi) in bootstrap_intervals(probs, targets, resamples=resamples, seed=seed).items():
         result[f"{stage}/{name}_boot95_low"], result[f"{stage}/{name}_boot95_high"] = lo, hi
     return result
@@ -44,7 +54,8 @@ def interval_text(metrics: Mapping[str, float], stage: str = "test", *, percent:
 
     ``percent`` shows the accuracy bounds as percentages (a fit's console), else as fractions (a cv summary).
     """
-    if math.isnan(metrics.get(f"{stage}/acc_binom95_low", math.nan)):
+    binomial = not math.isnan(metrics.get(f"{stage}/acc_binom95_low", math.nan))
+    if not binomial and math.isnan(metrics.get(f"{stage}/acc_boot95_low", math.nan)):
         return "", ""
     scale, unit, digits = (100, " %", 2) if percent else (1, "", 4)
 
@@ -52,27 +63,50 @@ def interval_text(metrics: Mapping[str, float], stage: str = "test", *, percent:
         low, high = metrics[f"{stage}/{name}_{kind}95_low"], metrics[f"{stage}/{name}_{kind}95_high"]
         return f"{scale * low:.{digits}f}–{scale * high:.{digits}f}{unit}" if name == "acc" else f"{low:.4f}–{high:.4f}"
 
-    accuracy = f" (95% CI {bounds('acc', 'binom')} exact binomial, {bounds('acc', 'boot')} stratified bootstrap)"
+    if binomial:
+        accuracy = f" (95% CI {bounds('acc', 'binom')} exact binomial, {bounds('acc', 'boot')} stratified bootstrap)"
+    else:  # multi-label: no binomial interval, and the resamples are not stratified
+        accuracy = f" (95% CI {bounds('acc', 'boot')} bootstrap)"
     others = [
         f"{label} {metrics[f'{stage}/{name}']:.4f} (95% CI {bounds(name, 'boot')})"
         for name, label in (("f1", "macro-F1"), ("auroc", "AUROC"))
         if not math.isnan(metrics.get(f"{stage}/{name}", math.nan))
         and not math.isnan(metrics.get(f"{stage}/{name}_boot95_low", math.nan))
     ]
-    return accuracy, (f"Test {', '.join(others)}, stratified bootstrap" if others else "")
+    method = "stratified bootstrap" if binomial else "bootstrap"
+    return accuracy, (f"Test {', '.join(others)}, {method}" if others else "")
 
 
-def write_predictions(path: Path, index: np.ndarray, data: Any, predicted: np.ndarray) -> Path:
-    """Write ``index,id,label,predicted`` (dataset index, sample id, true and predicted class index) atomically."""
+def write_predictions(
+    path: Path, index: np.ndarray, data: Any, predicted: np.ndarray | None, *, probs: Any = None
+) -> Path:
+    """Write ``index,id,label,predicted`` (dataset index, sample id, true and predicted class index) atomically.
+
+    Multi-label data (``N×L`` labels) writes ``index,id,label_<name>…,p_<name>…`` from ``probs`` instead (the
+    per-label probabilities, ``len(index)×L``); ``predicted`` is not used.
+
+    Raises:
+        ValueError: Multi-label data without ``probs``.
+    """
     index = np.asarray(index, dtype=np.int64)
-    columns = (
-        index,
-        np.asarray(data.ids)[index].astype(str),
-        np.asarray(data.labels)[index],
-        np.asarray(predicted, dtype=np.int64),
-    )
+    labels = np.asarray(data.labels)[index]
+    ids = np.asarray(data.ids)[index].astype(str)
+    if labels.ndim == 2:
+        if probs is None:
+            raise ValueError("multi-label test predictions need the per-label probabilities: pass probs")
+        names = [str(n) for n in data.class_names]
+        header = ["index", "id", *[f"label_{n}" for n in names], *[f"p_{n}" for n in names]]
+        scores = np.asarray(probs, dtype=np.float64)
+        rows: Any = (
+            [int(i), sample, *map(int, label), *[f"{p:.6f}" for p in score]]
+            for i, sample, label, score in zip(index, ids, labels, scores, strict=True)
+        )
+    else:
+        header = ["index", "id", "label", "predicted"]
+        columns = (index, ids, labels, np.asarray(predicted, dtype=np.int64))
+        rows = zip(*(c.tolist() for c in columns), strict=True)
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["index", "id", "label", "predicted"])
-        writer.writerows(zip(*(c.tolist() for c in columns), strict=True))
+        writer.writerow(header)
+        writer.writerows(rows)
     return path

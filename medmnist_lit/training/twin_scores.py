@@ -4,7 +4,12 @@ A stage's samples (validation fold, test part, pooled out-of-fold) split in two:
 has a member in the training part that scored them (``<stage>/with_twin/…``) and the rest
 (``<stage>/without_twin/…``). The "without" numbers are the ones to believe; ``<stage>/leak_inflation`` is how much
 the near-duplicates add to the accuracy of all samples. ``<stage>/majority_acc`` is the accuracy of always predicting
-the training part's most common class: a model that does not beat it has learnt nothing useful.
+the training part's most common class: a model that does not beat it has learnt nothing useful. Given the task,
+the stage also gets MedMNIST's official ACC/AUC beside the baseline's (:mod:`.official_scores`).
+
+Multi-label stages (``N×L`` 0/1 targets, per-label probabilities) score as the multi-label
+:class:`~medmnist_lit.model.metrics.EpochMetrics` does (loss: the mean binary cross-entropy); their majority answer
+is one 0/1 row per label, and ``majority_acc`` is its mean per-label accuracy.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from medmnist_lit.utils.bootstrap import weighted_scores
+from medmnist_lit.data.tasks import Task
+from medmnist_lit.training.official_scores import official_scores
+from medmnist_lit.utils.bootstrap import weighted_multilabel_scores, weighted_scores
 
 __all__ = [
     "SCORES",
@@ -45,10 +52,18 @@ def probability_scores(probs: Any, targets: Any, weights: np.ndarray) -> list[di
     probs = np.asarray(probs, dtype=np.float64)
     targets = np.asarray(targets, dtype=np.int64)
     weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    nll = -np.log(np.clip(probs[np.arange(len(targets)), targets], 1e-12, None)) if len(targets) else np.zeros(0)
+    multilabel = targets.ndim == 2
+    if multilabel:  # binary cross-entropy, averaged over the labels
+        clipped = np.clip(probs, 1e-12, 1 - 1e-12)
+        nll = -(targets * np.log(clipped) + (1 - targets) * np.log(1 - clipped)).mean(1)
+    elif len(targets):
+        nll = -np.log(np.clip(probs[np.arange(len(targets)), targets], 1e-12, None))
+    else:
+        nll = np.zeros(0)
     results = []
     filled = weights.sum(1) > 0
-    scored = weighted_scores(probs, targets, weights[filled]) if filled.any() and len(targets) else {}
+    scorer = weighted_multilabel_scores if multilabel else weighted_scores
+    scored = scorer(probs, targets, weights[filled]) if filled.any() and len(targets) else {}
     row = 0
     for weight, present in zip(weights, filled, strict=True):
         if not present:
@@ -74,22 +89,30 @@ def stage_scores(
     *,
     twin: np.ndarray | None,
     majority: int | np.ndarray,
+    task: Task | None = None,
 ) -> dict[str, float]:
     """Scores ``<stage>/with_twin/…`` and ``…/without_twin/…`` (with ``/n``), ``…/leak_inflation``, ``…/majority_acc``.
 
     Args:
         stage: ``val``, ``test``, ``oof`` ...
-        probs: Class probabilities of the stage's samples, ``N×C``.
-        targets: Their true classes.
+        probs: Class probabilities of the stage's samples, ``N×C`` (multi-label: per-label ``N×L``).
+        targets: Their true classes (multi-label: 0/1 labels ``N×L``).
         twin: Per sample, whether it has a near-duplicate in its training part (:func:`~medmnist_lit.splits.twins.
             twin_mask`); ``None`` (clusters unknown): the baseline only.
-        majority: The training part's most common class (per sample, when samples come from different folds).
+        majority: The training part's most common class (per sample, when samples come from different folds);
+            multi-label: its 0/1 row per label (``L``, or ``N×L``), see
+            :func:`~medmnist_lit.training.official_scores.majority_target`.
+        task: The data's task: adds MedMNIST's official scores and the baseline's
+            (:func:`~medmnist_lit.training.official_scores.official_scores`).
     """
     probs_np = np.asarray(probs, dtype=np.float64)
     targets_np = np.asarray(targets, dtype=np.int64)
+    # multi-label: the mean over samples and labels, i.e. the mean of the per-label accuracies
     result: dict[str, float] = {
         f"{stage}/majority_acc": float(np.mean(targets_np == majority)) if len(targets_np) else math.nan
     }
+    if task is not None:
+        result.update(official_scores(stage, probs_np, targets_np, task, majority=majority))
     if twin is None:
         return result
     twin = np.asarray(twin, dtype=bool)
@@ -97,7 +120,12 @@ def stage_scores(
     for part, mask, scores in zip(TWIN_PARTS, (twin, ~twin), halves, strict=True):
         result.update({f"{stage}/{part}/{key}": value for key, value in scores.items()})
         result[f"{stage}/{part}/n"] = float(mask.sum())
-    acc = float((probs_np.argmax(1) == targets_np).mean()) if len(targets_np) else math.nan
+    if not len(targets_np):
+        acc = math.nan
+    elif targets_np.ndim == 2:
+        acc = float(((probs_np > 0.5) == targets_np).mean())
+    else:
+        acc = float((probs_np.argmax(1) == targets_np).mean())
     result[f"{stage}/leak_inflation"] = acc - result[f"{stage}/without_twin/acc"]
     return result
 
@@ -131,13 +159,25 @@ def leakage_line(stage: str, metrics: Mapping[str, float], label: str | None = N
     )
 
 
-def baseline_warning(stage: str, metrics: Mapping[str, float], label: str | None = None) -> str | None:
-    """A warning when the stage's accuracy does not beat the majority-class baseline, else ``None``."""
-    acc, majority = metrics.get(f"{stage}/acc"), metrics.get(f"{stage}/majority_acc")
+def _not_beaten(acc: float | None, majority: float | None) -> bool:
     # float32 metrics against a float64 baseline: equal within rounding counts as not beating it
-    if acc is None or majority is None or math.isnan(acc) or math.isnan(majority) or acc > majority + 1e-6:
-        return None
-    return (
-        f"{label or stage + ' acc'} {100 * acc:.2f} % does not beat the majority-class baseline {100 * majority:.2f} % "
-        "(always predicting the training part's most common class): the model has learnt nothing useful"
-    )
+    return not (acc is None or majority is None or math.isnan(acc) or math.isnan(majority) or acc > majority + 1e-6)
+
+
+def baseline_warning(stage: str, metrics: Mapping[str, float], label: str | None = None) -> str | None:
+    """A warning when the stage's accuracy, or its MedMNIST ACC, does not beat the majority-class baseline's.
+
+    ``None`` when both beat it (or are not there).
+    """
+    for key, name in (("acc", "acc"), ("official_acc", "MedMNIST ACC")):
+        acc, majority = metrics.get(f"{stage}/{key}"), metrics.get(f"{stage}/majority_{key}")
+        if _not_beaten(acc, majority):
+            assert acc is not None and majority is not None
+            what = label or f"{stage} {name}"
+            if key == "official_acc" and label:
+                what = f"{label} (MedMNIST ACC)"
+            return (
+                f"{what} {100 * acc:.2f} % does not beat the majority-class baseline {100 * majority:.2f} % "
+                "(always predicting the training part's most common class): the model has learnt nothing useful"
+            )
+    return None
