@@ -147,12 +147,21 @@ def cv_metrics(summary: dict[str, Any], folds: list[dict[str, Any]]) -> dict[str
 
 
 def _execute(command: str, config: dict[str, Any]) -> dict[str, Any]:
-    from medmnist_lit.lightning_cli import run_cv, run_fit
+    from medmnist_lit.lightning_cli import build_cli, run_cv
+    from medmnist_lit.training.fit import fit_and_test
 
     if command == "fit":
-        result = run_fit(config)
+        # lightning_cli.run_fit, keeping the DataModule: the record names the data's task (the batch report's note)
+        cli = build_cli("fit", config)
+        result = fit_and_test(cli.trainer, cli.model, cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
         history = {k: [float(v) for v in result.history[k]] for k in HISTORY_KEYS if k in result.history}
-        return {"status": "ok", "metrics": scalars(result.metrics), "history": history, "run_dir": str(result.run_dir)}
+        return {
+            "status": "ok",
+            "task": cli.datamodule.task.kind.value,
+            "metrics": scalars(result.metrics),
+            "history": history,
+            "run_dir": str(result.run_dir),
+        }
     cv = run_cv(config)
     return {
         "status": "ok",

@@ -26,7 +26,6 @@ import numpy as np
 
 from medmnist_lit.batch.selection import (
     PREDICTIONS,
-    is_multilabel,
     mcnemar_rows,
     mcnemar_table,
     per_seed,
@@ -339,7 +338,7 @@ def _selection_md(directory: Path, batch: dict[str, Any], records: list[dict | N
         ]
     exact = (
         " (multi-label: a sample is right when every label is, an exact match stricter than MedMNIST's ACC)"
-        if any(is_multilabel(r) for r in records)
+        if any(row.get("multilabel") for row in rows)
         else ""
     )
     lines += [

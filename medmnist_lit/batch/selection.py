@@ -13,9 +13,9 @@ read that winner's score on that seed's test split), which gives the procedure's
 
 McNemar: every variant that shares the winner's test split (same :data:`~medmnist_lit.batch.report.SPLIT_KEYS`
 values and the same seed) is compared with it sample by sample from both runs' ``test_predictions.csv``
-(columns ``index,id,label,predicted``). A multi-label run's ``label`` and ``predicted`` are ``|``-joined sets of
-positive labels: its sample is right when every label is (exact match, far stricter than MedMNIST's ACC, the mean
-per-label accuracy).
+(columns ``index,id,label,predicted``). A multi-label run's file has per label the truth and the probability
+(``label_<name>``, ``p_<name>``): its sample is right when every label is, at 0.5 (an exact match, far stricter
+than MedMNIST's ACC, the mean per-label accuracy).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from medmnist_lit.data.tasks import TaskKind
 from medmnist_lit.utils.dotted import get_dotted
 from medmnist_lit.utils.stats import describe, mcnemar
 
@@ -37,7 +36,6 @@ __all__ = [
     "PREDICTIONS",
     "Selection",
     "held_out_metric",
-    "is_multilabel",
     "lower_is_better",
     "mcnemar_rows",
     "mcnemar_table",
@@ -48,8 +46,6 @@ __all__ = [
 
 #: Per-sample test predictions a run directory (or a cv run root, for its fold ensemble) writes.
 PREDICTIONS = "test_predictions.csv"
-#: A record's ``task`` of a multi-label run.
-MULTILABEL = TaskKind.MULTILABEL.value
 
 
 def lower_is_better(metric: str) -> bool:
@@ -221,31 +217,34 @@ def selection_lines(selection: Selection, procedure: tuple[list[tuple[Any, str, 
 
 
 # ---------------------------------------------------------------------------------------------- McNemar
-def _label_set(text: str) -> frozenset[str]:
-    return frozenset(name for name in text.split("|") if name)
+def _predictions(path: Path) -> tuple[dict[int, tuple[Any, Any]], bool] | None:
+    """``index → (label, predicted)`` of a ``test_predictions.csv`` and whether it is multi-label; ``None`` if missing.
 
-
-def _predictions(path: Path, multilabel: bool = False) -> dict[int, tuple[Any, Any]] | None:
-    """``index → (label, predicted)`` of a ``test_predictions.csv``, or ``None`` where the file is missing.
-
-    Single-label: class indices; multi-label: sets of positive label names.
+    Single-label files (``index,id,label,predicted``) give class indices; multi-label ones
+    (``index,id,label_<name>…,p_<name>…``) the set of true labels and the set above 0.5, so equal sets are an exact
+    match.
     """
     if not path.is_file():
         return None
-    read: Any = _label_set if multilabel else int
-    kind = "label sets" if multilabel else "integer"
     with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        names = [c.removeprefix("label_") for c in reader.fieldnames or () if c.startswith("label_")]
+        multilabel = "label" not in (reader.fieldnames or ()) and bool(names)
         try:
-            return {int(r["index"]): (read(r["label"]), read(r["predicted"])) for r in csv.DictReader(handle)}
-        except (KeyError, TypeError, ValueError, AttributeError) as err:  # a hand-edited or truncated file
+            if multilabel:
+                return {
+                    int(r["index"]): (
+                        frozenset(n for n in names if int(r[f"label_{n}"])),
+                        frozenset(n for n in names if float(r[f"p_{n}"]) > 0.5),
+                    )
+                    for r in reader
+                }, True
+            return {int(r["index"]): (int(r["label"]), int(r["predicted"])) for r in reader}, False
+        except (KeyError, TypeError, ValueError) as err:  # a hand-edited or truncated file: named in the table
             raise ValueError(
-                f"unreadable {path.parent.name}/{path.name} ({err!r}; needs index and {kind} label,predicted)"
+                f"unreadable {path.parent.name}/{path.name} ({err!r}; needs integer index,label,predicted, or "
+                "index,label_<name>…,p_<name>… for multi-label)"
             ) from err
-
-
-def is_multilabel(record: dict[str, Any] | None) -> bool:
-    """Whether a run record is of a multi-label task (its ``task``, from the run's data)."""
-    return bool(record) and (record or {}).get("task") == MULTILABEL
 
 
 def mcnemar_rows(
@@ -277,19 +276,21 @@ def mcnemar_rows(
             if differs:
                 rows.append({**row, "note": f"other test split ({differs[0]} differs)"})
                 continue
-            if is_multilabel(rec) != is_multilabel(w_rec):
-                rows.append({**row, "note": "one run is multi-label, the other not"})
-                continue
-            multilabel = is_multilabel(rec)
             try:  # the run's folder in this batch directory, not record["run_dir"]: a moved batch still finds them
-                a, b = (_predictions(directory / r["name"] / PREDICTIONS, multilabel) for r in (w_run, run))
+                read = [_predictions(directory / r["name"] / PREDICTIONS) for r in (w_run, run)]
             except ValueError as err:
                 rows.append({**row, "note": str(err)})
                 continue
-            missing = [r["name"] for r, p in ((w_run, a), (run, b)) if p is None]
-            if missing or a is None or b is None:
+            first, second = read
+            if first is None or second is None:
+                missing = [r["name"] for r, p in zip((w_run, run), read, strict=True) if p is None]
                 rows.append({**row, "note": f"{PREDICTIONS} missing in {', '.join(missing)}"})
                 continue
+            (a, a_multilabel), (b, b_multilabel) = first, second
+            if a_multilabel != b_multilabel:
+                rows.append({**row, "note": "one run is multi-label, the other not"})
+                continue
+            row["multilabel"] = a_multilabel
             if a.keys() != b.keys() or any(a[i][0] != b[i][0] for i in a):
                 rows.append({**row, "note": "the two test sets differ (indices or labels)"})
                 continue

@@ -41,7 +41,6 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from medmnist_lit.callbacks import LRSchedulerCallback, ProgressBar
 from medmnist_lit.cv.folds import fresh_model, init_hparams
-from medmnist_lit.cv.summary import task_metrics
 from medmnist_lit.data.fold import Fold
 from medmnist_lit.data.tasks import Task
 from medmnist_lit.model.classifier import HISTORY_KEY, Classifier, PlainAttributes
@@ -415,9 +414,15 @@ def train_parallel(
     trainer = make_trainer()
     device = trainer.strategy.root_device
     size = per_pass or folds_per_pass(template, folds[0].stream_batch_size or 1, len(folds), device)
-    scorer = fresh_model(template).to(device)
     task = datamodule.task
-    metrics_state = task_metrics(task, sync=False).to(device)
+    scorer = fresh_model(template).to(device)
+    if scorer.task_kind not in (None, task.kind):
+        raise ValueError(
+            f"the Classifier was built for a {scorer.task.kind.value} task but the data's task is {task.kind.value}; "
+            "leave model.task out to take it from the data"
+        )
+    scorer.set_task(task.kind)  # as a sequential fold's setup adopts the data's task (checkpoints record it)
+    metrics_state = scorer.new_metrics(sync=False).to(device)
     for start in range(0, len(folds), size):
         chunk = folds[start : start + size]
         heads = []

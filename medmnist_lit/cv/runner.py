@@ -35,22 +35,20 @@ from medmnist_lit.cv.summary import (
     ensemble_metrics,
     fold_line,
     format_summary,
-    official_scores,
     reported_scores,
     summarize,
     summary_warnings,
     write_csv,
-    write_multilabel_predictions,
 )
 from medmnist_lit.cv.tensorboard import write_cv_tensorboard
 from medmnist_lit.data.fold import Fold
-from medmnist_lit.data.tasks import Task
-from medmnist_lit.model.official_metrics import majority_scores
+from medmnist_lit.model.official_metrics import official_metrics
 from medmnist_lit.splits.twins import twin_mask
 from medmnist_lit.training.fit import RunResult, audit_run, fit_and_test
 from medmnist_lit.training.hparams import trial_hparams
+from medmnist_lit.training.official_scores import majority_target
 from medmnist_lit.training.test_report import PREDICTIONS_FILE, interval_scores, write_predictions
-from medmnist_lit.training.twin_scores import majority_class, stage_scores
+from medmnist_lit.training.twin_scores import stage_scores
 from medmnist_lit.utils.console import process_rank
 from medmnist_lit.utils.figure_style import describe_run
 from medmnist_lit.utils.files import write_json
@@ -224,13 +222,10 @@ def cross_validate(
         row = {"fold": fold.number, "repeat": fold.number // folds_per_repeat, **result.metrics}
         histories.append(result.history)
         if result.val is not None:
-            probs, train_labels = result.val.probs.numpy(), data.labels[fold.train]
             # pooled OOF scores are stratified by twins in each sample's own fold's training part
             twin = None if data.near_clusters is None else twin_mask(data.near_clusters, fold.val, fold.train)
+            probs, train_labels = result.val.probs.numpy(), data.labels[fold.train]
             oof.add(fold.val, probs, fold.number, row["repeat"], twin=twin, train_labels=train_labels)
-            majority = majority_scores(train_labels, len(fold.val), task)
-            official = official_scores("val", probs, data.labels[fold.val], task, majority=majority)
-            row.update({k: v for k, v in official.items() if k not in row})  # where the fold's scoring had none
         rows.append(row)
         if result.test is not None:
             test_probs.append(result.test.probs)
@@ -243,14 +238,18 @@ def cross_validate(
     ensemble = torch.stack(test_probs).mean(0) if test_probs else None
     if ensemble is not None:
         targets = torch.as_tensor(data.labels[split.test], dtype=torch.int64)
+        summary.update(ensemble_metrics(ensemble, targets, task, "test"))
         # the fold models together trained on the whole development set: the baseline fits it, and a test twin
         # anywhere in it counts
-        majority = majority_scores(data.labels[split.dev], len(split.test), task)
-        summary.update(ensemble_metrics(ensemble, targets, task, "test", majority=majority))
-        summary.update(_test_scores(ensemble, targets, data, split, task))
+        twin = None if data.near_clusters is None else twin_mask(data.near_clusters, split.test, split.dev)
+        majority = majority_target(data.labels[split.dev], task)
+        summary.update(stage_scores("test", ensemble, targets, twin=twin, majority=majority, task=task))
+        summary.update(interval_scores(ensemble, targets))
     if external_probs:
-        targets = torch.as_tensor(datamodule.external.labels, dtype=torch.int64)
-        summary.update(ensemble_metrics(torch.stack(external_probs).mean(0), targets, task, "external"))
+        averaged, labels = torch.stack(external_probs).mean(0), datamodule.external.labels
+        summary.update(ensemble_metrics(averaged, torch.as_tensor(labels, dtype=torch.int64), task, "external"))
+        official = official_metrics(labels, averaged.numpy(), task)
+        summary.update({"external/official_acc": official.acc, "external/official_auc": official.auc})
     if options.refit:
         summary.update(_refit(model, datamodule, recipe, run_dir, seed))
     summary["run"] = {
@@ -270,32 +269,13 @@ def cross_validate(
     write_csv(run_dir / "folds.csv", rows)
     oof.write(run_dir / "oof.csv", data)
     if ensemble is not None:
-        _write_test_predictions(run_dir / PREDICTIONS_FILE, split.test, data, ensemble, task)
+        predicted = None if task.multilabel else ensemble.argmax(1).numpy()
+        write_predictions(run_dir / PREDICTIONS_FILE, split.test, data, predicted, probs=ensemble.numpy())
     for warning in summary_warnings(summary):
         log.warning("WARNING: %s", warning)
     write_json(run_dir / "summary.json", summary)
     write_root_trial(model, datamodule, recipe, outcome, options, seed=seed)
     return outcome
-
-
-def _test_scores(ensemble: torch.Tensor, targets: torch.Tensor, data: Any, split: Any, task: Task) -> dict[str, float]:
-    """The fold ensemble's leakage-stratified scores, majority accuracy and intervals on the test split."""
-    if task.multilabel:
-        return {}  # TODO(B1)
-    twin = None if data.near_clusters is None else twin_mask(data.near_clusters, split.test, split.dev)
-    majority = majority_class(data.labels[split.dev], task.num_outputs)
-    return {
-        **stage_scores("test", ensemble, targets, twin=twin, majority=majority),
-        **interval_scores(ensemble, targets),
-    }
-
-
-def _write_test_predictions(path: Path, index: Any, data: Any, ensemble: torch.Tensor, task: Task) -> None:
-    """The fold ensemble's ``test_predictions.csv``."""
-    if task.multilabel:
-        write_multilabel_predictions(path, index, data, ensemble.numpy(), task)
-    else:
-        write_predictions(path, index, data, ensemble.argmax(1).numpy())
 
 
 def write_root_trial(

@@ -15,7 +15,7 @@ import torch
 
 from medmnist_lit.data.tasks import Task
 from medmnist_lit.model.metrics import EpochMetrics
-from medmnist_lit.model.official_metrics import majority_scores, official_metrics
+from medmnist_lit.training.official_scores import majority_target, official_line
 from medmnist_lit.training.test_report import interval_text
 from medmnist_lit.training.twin_scores import baseline_warning, leakage_line, stage_scores
 from medmnist_lit.utils.files import atomic_path
@@ -35,27 +35,9 @@ def named(task: Task, values: np.ndarray) -> np.ndarray:
     return np.array(["|".join(names[row.astype(bool)]) for row in values], dtype=str)
 
 
-def write_multilabel_predictions(path: Path, index: np.ndarray, data: Any, probs: np.ndarray, task: Task) -> None:
-    """A multi-label ``test_predictions.csv``: index, id, true and predicted (above 0.5) positive labels.
-
-    Labels are ``|``-joined names, so a sample is right when the two are equal (every label right).
-    """
-    index = np.asarray(index, dtype=np.int64)
-    columns = (
-        index.astype(str),
-        np.asarray(data.ids)[index].astype(str),
-        named(task, np.asarray(data.labels)[index]),
-        named(task, np.asarray(probs) > 0.5),
-    )
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["index", "id", "label", "predicted"])
-        writer.writerows(zip(*columns, strict=True))
-
-
 def task_metrics(task: Task, *, sync: bool = True) -> EpochMetrics:
     """The product's metrics of one stage for ``task``."""
-    return EpochMetrics(task.num_outputs, list(task.label_names), sync=sync)
+    return EpochMetrics(task.num_outputs, list(task.label_names), sync=sync, task=task)
 
 
 def _as_logits(probs: torch.Tensor, task: Task) -> torch.Tensor:
@@ -65,44 +47,15 @@ def _as_logits(probs: torch.Tensor, task: Task) -> torch.Tensor:
     return probs.float().clamp_min(1e-12).log()
 
 
-def official_scores(
-    stage: str, probs: Any, targets: Any, task: Task, *, majority: np.ndarray | None = None
-) -> dict[str, float]:
-    """MedMNIST's ``<stage>/official_acc`` and ``…/official_auc`` of probabilities, with the majority baseline's.
+def ensemble_metrics(probs: torch.Tensor, targets: torch.Tensor, task: Task, prefix: str) -> dict[str, float]:
+    """Metrics of (averaged) probabilities.
 
-    Args:
-        stage: ``oof``, ``test``, ``external`` ...
-        probs: Probabilities ``N×outputs`` (:meth:`Task.scores`).
-        targets: Class indices ``N``, or 0/1 labels ``N×L`` (multi-label).
-        task: The task.
-        majority: The majority-class predictor's score rows for the same samples (``N×outputs``, each row from its
-            own training part: :func:`~medmnist_lit.model.official_metrics.majority_scores`); adds
-            ``<stage>/majority_official_acc`` and ``…/majority_official_auc``.
-    """
-    targets_np, probs_np = np.asarray(targets), np.asarray(probs, dtype=np.float64)
-    if not len(targets_np):
-        return {}
-    score = official_metrics(targets_np, probs_np, task)
-    result = {f"{stage}/official_acc": score.acc, f"{stage}/official_auc": score.auc}
-    if majority is not None:
-        base = official_metrics(targets_np, majority, task)
-        result.update({f"{stage}/majority_official_acc": base.acc, f"{stage}/majority_official_auc": base.auc})
-    return result
-
-
-def ensemble_metrics(
-    probs: torch.Tensor, targets: torch.Tensor, task: Task, prefix: str, *, majority: np.ndarray | None = None
-) -> dict[str, float]:
-    """Metrics of (averaged) probabilities and MedMNIST's official ones (:func:`official_scores`).
-
-    Their logarithms (log-odds for multi-label) act as logits, so the loss is the NLL (the mean BCE).
+    Their logarithms (log-odds per label) act as logits, so the loss is the NLL (the mean BCE for multi-label).
     """
     metrics = task_metrics(task)
     logits = _as_logits(probs, task)
     metrics.update(logits, targets, task.loss(logits, targets))
-    scores = {f"{prefix}/{k}": v for k, v in metrics.compute()[0].items()}
-    scores.update(official_scores(prefix, probs.numpy(), targets.numpy(), task, majority=majority))
-    return scores
+    return {f"{prefix}/{k}": v for k, v in metrics.compute()[0].items()}
 
 
 @dataclass(frozen=True)
@@ -114,7 +67,7 @@ class _Part:
     fold: int
     repeat: int
     twin: np.ndarray | None
-    majority: np.ndarray | None  # the fold's majority-class score row (majority_scores of its training part)
+    majority: int | np.ndarray | None  # the training part's majority answer (official_scores.majority_target)
 
 
 class OutOfFold:
@@ -149,7 +102,7 @@ class OutOfFold:
         """
         twin = None if twin is None else np.asarray(twin, dtype=bool)
         index, probs = np.asarray(index, dtype=np.int64), np.asarray(probs, dtype=np.float32)
-        majority = None if train_labels is None else majority_scores(train_labels, 1, self.task)[0]
+        majority = None if train_labels is None else majority_target(train_labels, self.task)
         self._parts.append(_Part(index, probs, fold, repeat, twin, majority))
 
     def __len__(self) -> int:
@@ -172,29 +125,24 @@ class OutOfFold:
             self._ordered([p.probs for p in self._parts]),
         )
 
-    def _majority(self) -> np.ndarray | None:
-        """Each sample's majority score row (in :meth:`arrays`'s order), or ``None`` when a fold lacks one."""
-        rows = [p.majority for p in self._parts if p.majority is not None]
-        if len(rows) < len(self._parts):
-            return None
-        return self._ordered([np.tile(row, (len(p.index), 1)) for row, p in zip(rows, self._parts, strict=True)])
-
     def _stratified(self, labels: np.ndarray) -> dict[str, float]:
-        """``oof/with_twin/…``, ``oof/without_twin/…``, ``oof/leak_inflation`` and ``oof/majority_acc``."""
-        rows = [p.majority for p in self._parts if p.majority is not None]
-        if len(rows) < len(self._parts):
+        """``oof/with_twin/…``, ``oof/without_twin/…``, ``oof/leak_inflation``, ``oof/majority_acc``, ``oof/official…``.
+
+        MedMNIST's official scores come with the baseline's (``oof/majority_official_…``).
+        """
+        answers = [p.majority for p in self._parts if p.majority is not None]
+        if len(answers) < len(self._parts):
             return {}
         index = np.concatenate([p.index for p in self._parts])
         probs = np.concatenate([p.probs for p in self._parts])
         twins = [p.twin for p in self._parts if p.twin is not None]
         twin = np.concatenate(twins) if len(twins) == len(self._parts) else None
-        targets = np.asarray(labels)[index]
-        if self.task.multilabel:
-            return {}  # TODO(B1): stage_scores for multi-label
+        # each sample's own fold's answer: a class index, or a 0/1 row per label
         majority = np.concatenate(
-            [np.full(len(p.index), int(row.argmax())) for row, p in zip(rows, self._parts, strict=True)]
+            [np.repeat(np.atleast_2d(a), len(p.index), 0) for a, p in zip(answers, self._parts, strict=True)]
         )
-        return stage_scores("oof", probs, targets, twin=twin, majority=majority)
+        majority = majority if self.task.multilabel else majority[:, 0]
+        return stage_scores("oof", probs, np.asarray(labels)[index], twin=twin, majority=majority, task=self.task)
 
     def pooled(self, labels: np.ndarray) -> dict[str, Any]:
         """Metrics of all out-of-fold predictions together (official ones included), with the majority baseline.
@@ -206,9 +154,7 @@ class OutOfFold:
             return {}
         index, _, _, probs = self.arrays()
         targets = torch.as_tensor(np.asarray(labels)[index], dtype=torch.int64)
-        pooled: dict[str, Any] = ensemble_metrics(
-            torch.from_numpy(probs), targets, self.task, "oof", majority=self._majority()
-        )
+        pooled: dict[str, Any] = ensemble_metrics(torch.from_numpy(probs), targets, self.task, "oof")
         if not self.task.multilabel:
             correct = int((probs.argmax(1) == targets.numpy()).sum())
             pooled["oof/acc_ci95"] = binomial_interval(correct, len(index))
@@ -315,39 +261,27 @@ def fold_line(fold: int, row: dict[str, Any], *, seconds: bool = True) -> str:
 
 
 def summary_warnings(summary: Mapping[str, Any]) -> list[str]:
-    """Warnings about the cross-validation's scores: the pooled OOF or test accuracy does not beat the majority.
-
-    Both the product's accuracy and MedMNIST's official ACC are checked against their majority-class baselines.
-    """
-    labels = (("oof", "pooled out-of-fold"), ("test", "test (fold ensemble)"))
-    warnings = [w for stage, label in labels if (w := baseline_warning(stage, summary, f"{label} acc"))]
-    for stage, label in labels:
-        acc, majority = summary.get(f"{stage}/official_acc"), summary.get(f"{stage}/majority_official_acc")
-        if isinstance(acc, float) and isinstance(majority, float) and not acc > majority + 1e-6:
-            warnings.append(
-                f"{label} MedMNIST ACC {acc:.4f} does not beat the majority-class baseline's {majority:.4f} "
-                "(always predicting the training part's most common class or labels): the model has learnt "
-                "nothing useful"
-            )
-    return warnings
+    """Warnings: the pooled OOF or test accuracy (or MedMNIST ACC) does not beat the majority-class baseline's."""
+    labels = (("oof", "pooled out-of-fold acc"), ("test", "test acc (fold ensemble)"))
+    return [w for stage, label in labels if (w := baseline_warning(stage, summary, label))]
 
 
-def official_line(summary: Mapping[str, Any]) -> str | None:
-    """One console line of MedMNIST's official ACC and AUC (fold mean, pooled OOF, test ensemble) with baselines."""
-    parts = []
-    if isinstance(summary.get("val/official_acc"), Mapping):
-        acc, auc = summary["val/official_acc"], summary.get("val/official_auc") or {}
-        text = f"val ACC {acc['mean']:.4f} ± {acc['std']:.4f}"
-        parts.append(text + (f", AUC {auc['mean']:.4f} ± {auc['std']:.4f} (fold mean ± std)" if auc else ""))
+def official_lines(summary: Mapping[str, Any]) -> list[str]:
+    """Console lines of MedMNIST's official ACC and AUC: fold mean ± std, pooled OOF and test ensemble, baselines."""
+    lines = []
+    acc, auc = summary.get("val/official_acc"), summary.get("val/official_auc")
+    if isinstance(acc, Mapping) and isinstance(auc, Mapping):
+        line = (
+            f"MedMNIST metrics: val ACC {acc['mean']:.3f} ± {acc['std']:.3f} AUC {auc['mean']:.3f} ± {auc['std']:.3f}"
+        )
+        majority = summary.get("val/majority_official_acc")
+        lines.append(
+            line + (f" (fold mean ± std; majority class: ACC {majority['mean']:.3f})" if majority else " (fold mean)")
+        )
     for stage, label in (("oof", "pooled out-of-fold"), ("test", "test (fold ensemble)")):
-        if f"{stage}/official_acc" not in summary:
-            continue
-        text = f"{label} ACC {summary[f'{stage}/official_acc']:.4f} AUC {summary[f'{stage}/official_auc']:.4f}"
-        if f"{stage}/majority_official_acc" in summary:
-            acc, auc = summary[f"{stage}/majority_official_acc"], summary[f"{stage}/majority_official_auc"]
-            text += f" (majority class: ACC {acc:.4f} AUC {auc:.4f})"
-        parts.append(text)
-    return "MedMNIST metrics: " + "; ".join(parts) if parts else None
+        official = official_line(stage, summary, label)
+        lines.extend([official] if official else [])
+    return lines
 
 
 def format_summary(summary: dict[str, Any], note: str | None = None) -> str:
@@ -355,7 +289,7 @@ def format_summary(summary: dict[str, Any], note: str | None = None) -> str:
 
     The pooled OOF and ensemble test accuracies come with their majority-class baseline and the leakage line (with
     and without a near-duplicate in training); the test accuracy with its intervals; MedMNIST's official ACC and
-    AUC with theirs (:func:`official_line`), followed by the task's ``note`` (:attr:`Task.note`) when given.
+    AUC with theirs (:func:`official_lines`), followed by the task's ``note`` (:attr:`Task.note`) when given.
     """
     lines = []
     run = summary.get("run") or {}
@@ -387,8 +321,7 @@ def format_summary(summary: dict[str, Any], note: str | None = None) -> str:
         ("refit/external/acc", "external acc (refit)"),
     )
     lines.extend(f"{label}: {summary[key]:.4f}" for key, label in labels if key in summary)
-    official = official_line(summary)
-    lines.extend([official] if official else [])
+    lines.extend(official_lines(summary))
     lines.extend([f"Note: {note}"] if note else [])
     return "\n".join(lines)
 

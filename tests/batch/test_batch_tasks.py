@@ -64,11 +64,18 @@ def test_no_note_for_other_tasks(tmp_path: Path) -> None:
     assert "Note:" not in (tmp_path / "results.md").read_text()
 
 
+LABELS = ("effusion", "mass", "nodule")
+
+
 def _label_sets(path: Path, truth: list[str], predicted: list[str]) -> None:
+    """A multi-label ``test_predictions.csv`` (``label_<name>`` 0/1, ``p_<name>``) of ``|``-joined label sets."""
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["index", "id", "label", "predicted"])
-        writer.writerows([i, f"img{i}", t, p] for i, (t, p) in enumerate(zip(truth, predicted, strict=True)))
+        writer.writerow(["index", "id", *[f"label_{n}" for n in LABELS], *[f"p_{n}" for n in LABELS]])
+        for i, (t, p) in enumerate(zip(truth, predicted, strict=True)):
+            ys = [int(n in t.split("|")) for n in LABELS]
+            ps = [0.9 if n in p.split("|") else 0.1 for n in LABELS]
+            writer.writerow([i, f"img{i}", *ys, *ps])
 
 
 def test_mcnemar_of_multilabel_runs_counts_exact_matches(tmp_path: Path) -> None:
@@ -88,3 +95,27 @@ def test_mcnemar_of_multilabel_runs_counts_exact_matches(tmp_path: Path) -> None
     md = (tmp_path / "results.md").read_text()
     assert "multi-label: a sample is right when every label is" in md
     assert re.search(r"^\| a +\| 0 +\| 5 +\| 2 +\| 1 +\|", md, re.M)
+
+
+@pytest.mark.parametrize("command", ["fit", "cv"])
+def test_a_job_records_its_task_and_official_metrics(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datagen import make_npz
+
+    from medmnist_lit.data.medmnist_source import ROOT_ENV
+    from medmnist_lit.jobs import RunJob, run_job
+
+    root = tmp_path / "medmnist"
+    root.mkdir()
+    make_npz(root / "retinamnist.npz", n_train=40, n_val=10, n_test=10, num_classes=5, size=28, rgb=True)
+    monkeypatch.setenv(ROOT_ENV, str(root))
+    config = {
+        "trainer": {"max_epochs": 1, "enable_progress_bar": False},
+        "data": {"source": "medmnist:retinamnist", "batch_size": 16, "split": "kfold", "folds": 2},
+    }
+    record = run_job(RunJob(command, config, run_dir=str(tmp_path / "run"), seed=0, quiet=True))
+    assert record["status"] == "ok", record.get("traceback")
+    assert record["task"] == TaskKind.ORDINAL.value
+    assert {"test/official_acc", "test/official_auc", "test/majority_official_acc"} <= record["metrics"].keys()
+    assert not [k for k in record["metrics"] if re.search(r"/(acc|auroc)_\d$", k)]  # per class: run directory only

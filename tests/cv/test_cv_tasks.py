@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import inspect
 import json
 import math
 from pathlib import Path
@@ -100,10 +99,6 @@ def oof_arrays(path: Path, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarr
 
 
 SINGLE = [TaskKind.BINARY, TaskKind.MULTICLASS, TaskKind.ORDINAL]
-#: Multi-label training needs a Classifier that knows its task (BCE head): slice B1 of issue 15.
-needs_task_classifier = pytest.mark.skipif(
-    "task" not in inspect.signature(Classifier).parameters, reason="the Classifier has no task argument yet"
-)
 
 
 @pytest.mark.parametrize("kind", SINGLE, ids=lambda k: k.name.lower())
@@ -136,7 +131,6 @@ def test_cv_reports_official_metrics_of_every_single_label_task(kind: TaskKind, 
     assert ("Note: ordinal grades" in text) is (kind is TaskKind.ORDINAL)
 
 
-@needs_task_classifier
 def test_multilabel_cv_trains_and_scores_each_label(tmp_path: Path) -> None:
     data = planted(TaskKind.MULTILABEL)
     result = run(data, tmp_path / "run", engine="sequential")
@@ -154,13 +148,35 @@ def test_multilabel_cv_trains_and_scores_each_label(tmp_path: Path) -> None:
     assert summary["oof/acc"] == pytest.approx(summary["oof/official_acc"], abs=1e-6)
     assert summary["oof/auroc"] == pytest.approx(summary["oof/official_auc"], abs=1e-4)
     assert summary["test/official_auc"] > 0.8  # each bright row marks its label
+    assert summary["test/acc_boot95_low"] <= summary["test/acc"] <= summary["test/acc_boot95_high"]
+    assert "test/acc_binom95_low" not in summary and "oof/acc_ci95" not in summary  # correlated label decisions
+    assert {f"val/auroc_{name}" for name in task.label_names} <= result.folds[0].keys()
     with (result.run_dir / "oof.csv").open(newline="") as handle:
         first = next(csv.DictReader(handle))
     positive = [name for name, y in zip(task.label_names, data.labels[int(first["index"])], strict=True) if y]
     assert first["label"] == "|".join(positive)
+    with (result.run_dir / "test_predictions.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == N_TEST and {"label_mass", "p_mass"} <= rows[0].keys()
+    text = format_summary(summary)
+    pooled = next(line for line in text.splitlines() if line.startswith("pooled out-of-fold acc:"))
+    assert "MedMNIST metrics: pooled out-of-fold ACC" in text and "95% CI" not in pooled
 
 
-@needs_task_classifier
+def test_multilabel_permutation_test_runs_the_same_cv_on_shuffled_rows(tmp_path: Path) -> None:
+    from medmnist_lit.cv.permutation import permutation_test
+
+    data = planted(TaskKind.MULTILABEL)
+    dm, model = datamodule(data), template(data)
+    recipe = TrainerRecipe({"max_epochs": 2, "enable_progress_bar": False, "enable_model_summary": False})
+    options = CVOptions(permutations=2)
+    real = cross_validate(model, dm, recipe, tmp_path / "run", options, seed=0)
+    score = real.summary["val/acc"]["mean"]
+    test = permutation_test(cross_validate, model, dm, recipe, tmp_path / "run", options, seed=0, score=score)
+    assert len(test.scores) == 2 and all(0 < s < score for s in test.scores)  # the planted rows no longer match
+    assert (tmp_path / "run" / "permutations.csv").is_file()
+
+
 def test_multilabel_fold_parallel_equals_sequential(tmp_path: Path) -> None:
     data = planted(TaskKind.MULTILABEL)
     parallel = run(data, tmp_path / "parallel", engine="parallel")
@@ -196,11 +212,13 @@ def test_fold_parallel_multilabel_loss_is_task_loss_per_fold(smoothing: float, p
 
 
 def test_ordinal_note_is_printed_once() -> None:
-    summary = {"run": {"task": TaskKind.ORDINAL.value}, "test/official_acc": 0.5, "test/official_auc": 0.7}
+    summary: dict[str, Any] = {"run": {"task": TaskKind.ORDINAL.value}, "test/official_acc": 0.5}
+    summary.update({"test/official_auc": 0.7, "test/majority_official_acc": 0.4, "test/majority_official_auc": 0.5})
     note = Task(TaskKind.ORDINAL, NAMES[TaskKind.ORDINAL]).note
     assert note is not None
     text = format_summary(summary, note=note)
-    assert text.count(note) == 1 and "MedMNIST metrics: test (fold ensemble) ACC 0.5000 AUC 0.7000" in text
+    expected = "MedMNIST metrics: test (fold ensemble) ACC 0.500 AUC 0.700 (majority class: ACC 0.400 AUC 0.500)"
+    assert text.count(note) == 1 and expected in text
 
 
 def test_multilabel_permutation_shuffles_whole_label_rows() -> None:
