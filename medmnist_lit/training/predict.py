@@ -4,6 +4,9 @@
 ``--predict.source PATH`` predicts every image of a source instead: a plain folder of image files (no labels),
 a class-folder tree, a ``.zip`` of one, or a MedMNIST ``.npz`` (labels kept for the CSV). That needs only the
 checkpoint: it holds the class names, the input shape and the pixel statistics the model was trained with.
+
+A multi-label model writes, per image, the labels it has (``label``) and the labels whose probability is above
+MedMNIST's 0.5 (``predicted``), each joined by ``;``, then one probability per label.
 """
 
 from __future__ import annotations
@@ -22,6 +25,14 @@ from medmnist_lit.data.layout import DataError, is_image_name, require_source
 from medmnist_lit.data.loaders import BatchLoader, EpochSampler
 from medmnist_lit.utils.checkpoints import secure_trainer
 from medmnist_lit.utils.files import atomic_path
+
+
+def _label_text(label: Any, names: list[str]) -> str:
+    """A class name, or the names of a multi-label row's positive labels joined by ``;``."""
+    label = np.asarray(label)
+    if label.ndim:
+        return ";".join(name for name, on in zip(names, label.tolist(), strict=True) if on)
+    return names[int(label)]
 
 
 def _plain_images(folder: Path) -> list[Path]:
@@ -75,13 +86,15 @@ def read_images(
             f"{tuple(input_shape)}; set --data.image_size / --data.channels to convert them"
         )
     names = list(data.class_names)
-    return [str(i) for i in data.ids], np.asarray(data.images), [names[int(label)] for label in data.labels]
+    return [str(i) for i in data.ids], np.asarray(data.images), [_label_text(label, names) for label in data.labels]
 
 
 def predict_to_csv(
     trainer: Any, model: Any, datamodule: Any, ckpt_path: str | None, output: str | None, source: str | None = None
 ) -> Path:
     """Predict with ``ckpt_path`` and write one row per image: id, label, predicted class, class probabilities.
+
+    A multi-label model predicts the labels above 0.5, joined by ``;`` (as the labels are; see the module doc).
 
     Args:
         trainer: Drives the prediction (``trainer.predict``).
@@ -98,7 +111,7 @@ def predict_to_csv(
         data = datamodule.dataset
         index = datamodule.indices("test")
         ids = [str(data.ids[i]) for i in index]
-        labels = [names[int(data.labels[i])] for i in index]
+        labels = [_label_text(data.labels[i], names) for i in index]
         images, _ = datamodule.tensors()
         loader_images, loader_index = images, torch.as_tensor(np.array(index), dtype=torch.int64)
     else:
@@ -119,10 +132,13 @@ def predict_to_csv(
     loader = BatchLoader(loader_images, placeholder, sampler, datamodule.eval_batch_size, transform)
     batches = secure_trainer(trainer).predict(model, dataloaders=loader, ckpt_path=ckpt_path)
     probs = torch.cat([torch.as_tensor(b).float().cpu() for b in batches or []]).numpy()
+    task = getattr(model, "task", None)
+    multilabel = bool(getattr(task, "multilabel", False))
     path = Path(output) if output else run_dir(trainer) / "predictions.csv"
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id", "label", "predicted", *[f"p_{name}" for name in names]])
         for sample_id, label, p in zip(ids, labels, probs, strict=True):
-            writer.writerow([sample_id, label, names[int(p.argmax())], *[f"{v:.6f}" for v in p]])
+            predicted = _label_text(p > 0.5, names) if multilabel else names[int(p.argmax())]
+            writer.writerow([sample_id, label, predicted, *[f"{v:.6f}" for v in p]])
     return path

@@ -3,7 +3,8 @@
 Intervals (flat floats in ``metrics.json``): the exact binomial (Clopper-Pearson) interval of the accuracy,
 ``test/acc_binom95_low|high``, and stratified bootstrap percentile intervals (:mod:`medmnist_lit.utils.bootstrap`)
 of accuracy, macro-F1 and AUROC, ``test/<metric>_boot95_low|high``. ``test_predictions.csv`` (``index,id,label,
-predicted``) lets two runs that share a test set be compared sample by sample (McNemar's test).
+predicted``, then ``p_<class>`` probabilities when known) lets two runs that share a test set be compared sample by
+sample (McNemar's test), and any score be computed again (MedMNIST's ``Evaluator`` included).
 
 Multi-label test parts (``N×L`` 0/1 targets) get the bootstrap intervals only (plain resampling, see
 :mod:`medmnist_lit.utils.bootstrap`): their accuracy averages ``N×L`` correlated outcomes, which no binomial interval
@@ -82,8 +83,9 @@ def write_predictions(
 ) -> Path:
     """Write ``index,id,label,predicted`` (dataset index, sample id, true and predicted class index) atomically.
 
-    Multi-label data (``N×L`` labels) writes ``index,id,label_<name>…,p_<name>…`` from ``probs`` instead (the
-    per-label probabilities, ``len(index)×L``); ``predicted`` is not used.
+    With ``probs`` (``len(index)×C``), one ``p_<class>`` column per class follows. Multi-label data (``N×L``
+    labels) writes ``index,id,label_<name>…,p_<name>…`` from ``probs`` instead (the per-label probabilities,
+    ``len(index)×L``); ``predicted`` is not used.
 
     Raises:
         ValueError: Multi-label data without ``probs``.
@@ -91,20 +93,24 @@ def write_predictions(
     index = np.asarray(index, dtype=np.int64)
     labels = np.asarray(data.labels)[index]
     ids = np.asarray(data.ids)[index].astype(str)
+    names = [str(n) for n in data.class_names]
+    probabilities = [f"p_{n}" for n in names] if probs is not None else []
+    scores = np.asarray(probs if probs is not None else np.zeros((len(index), 0)), dtype=np.float64)
     if labels.ndim == 2:
         if probs is None:
             raise ValueError("multi-label test predictions need the per-label probabilities: pass probs")
-        names = [str(n) for n in data.class_names]
-        header = ["index", "id", *[f"label_{n}" for n in names], *[f"p_{n}" for n in names]]
-        scores = np.asarray(probs, dtype=np.float64)
+        header = ["index", "id", *[f"label_{n}" for n in names], *probabilities]
         rows: Any = (
             [int(i), sample, *map(int, label), *[f"{p:.6f}" for p in score]]
             for i, sample, label, score in zip(index, ids, labels, scores, strict=True)
         )
     else:
-        header = ["index", "id", "label", "predicted"]
-        columns = (index, ids, labels, np.asarray(predicted, dtype=np.int64))
-        rows = zip(*(c.tolist() for c in columns), strict=True)
+        header = ["index", "id", "label", "predicted", *probabilities]
+        predicted = np.asarray(predicted, dtype=np.int64)
+        rows = (
+            [int(i), sample, int(label), int(guess), *[f"{p:.6f}" for p in score]]
+            for i, sample, label, guess, score in zip(index, ids, labels, predicted, scores, strict=True)
+        )
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
