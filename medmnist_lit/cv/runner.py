@@ -7,6 +7,11 @@ sample) and ``summary.json`` (mean, std, sem and 95% interval of every metric ac
 out-of-fold accuracy and AUROC; the held-out test set scored by the ensemble of fold models, and by a model
 refit on all development data with ``--cv.refit``). In TensorBoard the root is one HParams trial with the fold
 means under the names a fit uses, next to mean ± std learning curves across folds (:mod:`.tensorboard`).
+
+Every task type runs (the data's :class:`~medmnist_lit.data.tasks.Task`): multi-label folds train a sigmoid per
+label with BCE, in either engine. Folds, pooled out-of-fold scores and the ensemble also get MedMNIST's official
+ACC and AUC beside the majority-class baseline's (``val/official_acc`` ... ``test/majority_official_auc``), and the
+console prints them once with the task's note (ordinal grades).
 """
 
 from __future__ import annotations
