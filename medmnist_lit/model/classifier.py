@@ -154,6 +154,7 @@ class Classifier(PlainAttributes, WeightsOnlyLoading, L.LightningModule):
             self.task_kind: TaskKind | None = None if task is None else TaskKind.parse(task)
         except ValueError as err:
             raise ValueError(f"model.task: {err}") from None
+        self._task: Task | None = None  # built once the classes are known (the loss reads it at every step)
         self.head: nn.Module = UnsetHead()
         self.label_smoothing = label_smoothing
         self.class_weights = class_weights
@@ -199,16 +200,16 @@ class Classifier(PlainAttributes, WeightsOnlyLoading, L.LightningModule):
             class_names=names,
             task=None if kind is None else kind.value,
         )
-        self.num_classes, self.class_names, self.task_kind = int(num_classes), names, kind
-        _ = self.task  # refuse a task that does not fit the classes (a binary task with 3)
+        self.num_classes, self.class_names = int(num_classes), names
+        self.set_task(kind)  # refuses a task that does not fit the classes (a binary task with 3)
         self.head = self.make_head()
-        self.set_task(kind)
 
     def set_task(self, task: TaskKind | str | None) -> None:
         """Take ``task`` (recorded in the hyperparameters) and build the stages' metrics for it."""
         kind = None if task is None else TaskKind.parse(task)
         self.hparams["task"] = None if kind is None else kind.value
-        self.task_kind = kind
+        self.task_kind, self._task = kind, None
+        _ = self.task
         self.train_metrics = self.new_metrics()
         self.val_metrics = self.new_metrics()
         self.test_metrics = self.new_metrics()
@@ -216,11 +217,13 @@ class Classifier(PlainAttributes, WeightsOnlyLoading, L.LightningModule):
     @property
     def task(self) -> Task:
         """The model's :class:`~medmnist_lit.data.tasks.Task` (single-label when none was given)."""
-        names = self.class_names or [str(i) for i in range(self.num_classes)]
-        try:
-            return Task(self.task_kind, tuple(names)) if self.task_kind else Task.single_label(names)
-        except ValueError as err:
-            raise ValueError(f"model.task: {err}") from None
+        if self._task is None:
+            names = self.class_names or [str(i) for i in range(self.num_classes)]
+            try:
+                self._task = Task(self.task_kind, tuple(names)) if self.task_kind else Task.single_label(names)
+            except ValueError as err:
+                raise ValueError(f"model.task: {err}") from None
+        return self._task
 
     def new_metrics(self, sync: bool = True) -> EpochMetrics:
         """A fresh metric accumulator for this model's outputs (``sync=False``: this process's samples only)."""
@@ -299,7 +302,7 @@ class Classifier(PlainAttributes, WeightsOnlyLoading, L.LightningModule):
                 self.set_task(data_task.kind)
             else:
                 self.hparams["task"] = data_task.kind.value  # checkpoints record it
-                self.task_kind = data_task.kind
+                self.task_kind, self._task = data_task.kind, None
         elif data_task.kind is not self.task_kind:
             raise MisconfigurationException(
                 f"the Classifier was built for a {self.task_kind.value} task but the data's task is "

@@ -32,6 +32,28 @@ from medmnist_lit.data.tasks import Task
 __all__ = ["EpochMetrics"]
 
 
+def _torchmetrics(num_classes: int, multilabel: bool, **options: Any) -> tuple[MetricCollection, Metric]:
+    """The label metrics (accuracy, macro-F1, per-class accuracy, confusion) and the AUROC of a task."""
+    labels: dict[str, Metric | MetricCollection]
+    if multilabel:
+        labels = {
+            "acc": MultilabelAccuracy(num_classes, average="macro", **options),
+            "f1": MultilabelF1Score(num_classes, average="macro", **options),
+            "class_acc": MultilabelAccuracy(num_classes, average=None, **options),
+            "confmat": MultilabelConfusionMatrix(num_classes, **options),
+        }
+        auroc: Metric = MultilabelAUROC(num_classes, average=None, **options)  # the mean skips undefined labels
+    else:
+        labels = {
+            "acc": MulticlassAccuracy(num_classes, average="micro", **options),
+            "f1": MulticlassF1Score(num_classes, average="macro", **options),
+            "class_acc": MulticlassAccuracy(num_classes, average=None, **options),
+            "confmat": MulticlassConfusionMatrix(num_classes, **options),
+        }
+        auroc = BinaryAUROC(**options) if num_classes == 2 else MulticlassAUROC(num_classes, average="macro", **options)
+    return MetricCollection(labels, compute_groups=True), auroc
+
+
 class EpochMetrics(nn.Module):
     """Loss, accuracy, macro-F1, AUROC, per-class accuracy and the confusion matrix of one stage.
 
@@ -63,35 +85,7 @@ class EpochMetrics(nn.Module):
             raise ValueError(f"a {task.kind.value} task with {task.num_outputs} outputs for {num_classes} classes")
         self.task = task
         self.multilabel = task is not None and task.multilabel
-        options: dict[str, Any] = {"validate_args": False, "sync_on_compute": sync}
-        if self.multilabel:
-            self.labels = MetricCollection(
-                {
-                    "acc": MultilabelAccuracy(num_classes, average="macro", **options),
-                    "f1": MultilabelF1Score(num_classes, average="macro", **options),
-                    "class_acc": MultilabelAccuracy(num_classes, average=None, **options),
-                    "confmat": MultilabelConfusionMatrix(num_classes, **options),
-                },
-                compute_groups=True,
-            )
-            self.auroc: Metric = MultilabelAUROC(num_classes, average=None, **options)
-            self._init_buffers(sync)
-            return
-        self.labels = MetricCollection(
-            {
-                "acc": MulticlassAccuracy(num_classes, average="micro", **options),
-                "f1": MulticlassF1Score(num_classes, average="macro", **options),
-                "class_acc": MulticlassAccuracy(num_classes, average=None, **options),
-                "confmat": MulticlassConfusionMatrix(num_classes, **options),
-            },
-            compute_groups=True,
-        )
-        self.auroc = (
-            BinaryAUROC(**options) if num_classes == 2 else MulticlassAUROC(num_classes, average="macro", **options)
-        )
-        self._init_buffers(sync)
-
-    def _init_buffers(self, sync: bool) -> None:
+        self.labels, self.auroc = _torchmetrics(num_classes, self.multilabel, validate_args=False, sync_on_compute=sync)
         self.loss = MeanMetric(sync_on_compute=sync)
         self._logits: list[Tensor] = []
         self._targets: list[Tensor] = []

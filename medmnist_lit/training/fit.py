@@ -348,8 +348,11 @@ def announce_scores(metrics: dict[str, float], datamodule: Any) -> None:
         accuracy, others = interval_text(metrics)
         majority = metrics.get("test/majority_acc", math.nan)
         baseline = "" if math.isnan(majority) else f"; majority-class baseline {100 * majority:.2f} %"
+        task: Task | None = getattr(datamodule, "task", None)
+        labels = f" (mean of its {task.num_outputs} per-label accuracies)" if task and task.multilabel else ""
         log.info(
-            "Accuracy of the model on the %d test images: %.2f %%%s%s",
+            "Accuracy%s of the model on the %d test images: %.2f %%%s%s",
+            labels,
             int(metrics["n_test"]),
             100 * metrics["test/acc"],
             accuracy,

@@ -187,6 +187,8 @@ def test_tensorboard_and_console_show_the_official_scores(fitted: Fitted) -> Non
     )
     assert line in fitted.console.splitlines()
     assert "MedMNIST metrics: val ACC" in fitted.console
+    per_label = "Accuracy (mean of its 3 per-label accuracies) of the model on the 40 test images: "
+    assert (per_label in fitted.console) == (fitted.kind is TaskKind.MULTILABEL)
     assert fitted.console.count(ORDINAL_NOTE) == (fitted.kind is TaskKind.ORDINAL)
     assert "does not beat the majority-class baseline" not in fitted.console
 
