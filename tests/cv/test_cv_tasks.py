@@ -257,3 +257,12 @@ def test_cli_cv_of_an_ordinal_medmnist_dataset(
     assert "MedMNIST metrics: val ACC" in err and "test (fold ensemble) ACC" in err
     summary = json.loads((cwd / "lightning_logs" / "t" / "version_0" / "summary.json").read_text())
     assert summary["run"]["task"] == TaskKind.ORDINAL.value and "test/majority_official_auc" in summary
+
+
+def test_fold_parallel_refuses_a_model_built_for_another_task(tmp_path: Path) -> None:
+    data = planted(TaskKind.MULTICLASS)
+    names = list(NAMES[TaskKind.MULTICLASS])
+    model = Classifier(num_classes=3, input_shape=(1, SIZE, SIZE), class_names=names, task="ordinal-regression")
+    recipe = TrainerRecipe({"max_epochs": 1, "enable_progress_bar": False, "enable_model_summary": False})
+    with pytest.raises(ValueError, match=r"built for a ordinal-regression task but the data's task is multi-class"):
+        cross_validate(model, datamodule(data), recipe, tmp_path / "run", CVOptions(engine="parallel"))
