@@ -40,7 +40,8 @@ CONSOLE = "console.log"
 HISTORY_KEYS = ("train/loss", "train/acc", "val/loss", "val/acc")
 #: Set by a SIGINT handler (the batch's): Lightning's ``sys.exit(1)`` after Ctrl-C is an interruption, not a failure.
 INTERRUPTED = threading.Event()
-_PER_CLASS = re.compile(r"/acc_")  # per-class accuracies: val/acc_3, val/acc_HeadCT
+#: Per-class and per-label scores (val/acc_3, val/acc_HeadCT, test/auroc_Effusion), not the AUROC's intervals.
+_PER_CLASS = re.compile(r"/acc_|/auroc_(?!boot95_)")
 
 
 @dataclass(frozen=True)
@@ -146,15 +147,25 @@ def cv_metrics(summary: dict[str, Any], folds: list[dict[str, Any]]) -> dict[str
 
 
 def _execute(command: str, config: dict[str, Any]) -> dict[str, Any]:
-    from medmnist_lit.lightning_cli import run_cv, run_fit
+    from medmnist_lit.lightning_cli import build_cli, run_cv
+    from medmnist_lit.training.fit import fit_and_test
 
     if command == "fit":
-        result = run_fit(config)
+        # lightning_cli.run_fit, keeping the DataModule: the record names the data's task (the batch report's note)
+        cli = build_cli("fit", config)
+        result = fit_and_test(cli.trainer, cli.model, cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
         history = {k: [float(v) for v in result.history[k]] for k in HISTORY_KEYS if k in result.history}
-        return {"status": "ok", "metrics": scalars(result.metrics), "history": history, "run_dir": str(result.run_dir)}
+        return {
+            "status": "ok",
+            "task": cli.datamodule.task.kind.value,
+            "metrics": scalars(result.metrics),
+            "history": history,
+            "run_dir": str(result.run_dir),
+        }
     cv = run_cv(config)
     return {
         "status": "ok",
+        "task": cv.summary["run"].get("task"),
         "metrics": cv_metrics(cv.summary, cv.folds),
         "history": _mean_curves(cv.histories),
         "run_dir": str(cv.run_dir),

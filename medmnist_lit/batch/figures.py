@@ -113,7 +113,7 @@ def metric_figure(groups: dict[str, list[dict[str, Any]]], metric: str, name: st
     _variant_axis(ax, names)
     ax.set_xlabel(metric_label(metric))
     ax.margins(x=0.15)
-    if metric.rpartition("/")[2] in ("acc", "f1", "auroc"):
+    if metric.rpartition("/")[2].removeprefix("majority_") in ("acc", "f1", "auroc", "official_acc", "official_auc"):
         _within_unit(ax, [_values(groups[v], metric) for v in names])
     title(fig, name or "Batch", f"{metric_label(metric)}: mean ± std over {_seeds(groups)} (grey: each seed)")
     return fig

@@ -27,6 +27,7 @@ import numpy as np
 from medmnist_lit.batch.references import for_batch
 from medmnist_lit.batch.selection import PREDICTIONS, mcnemar_rows, mcnemar_table, per_seed, select, selection_lines
 from medmnist_lit.batch.spec import display
+from medmnist_lit.data.tasks import ORDINAL_NOTE, TaskKind
 from medmnist_lit.utils.dotted import get_dotted
 from medmnist_lit.utils.files import read_json, write_text
 from medmnist_lit.utils.stats import corrected_resampled_ttest, describe
@@ -58,8 +59,15 @@ METRIC_COLUMNS = (
     "test/loss",
     "test/without_twin/acc",
     "test/majority_acc",
+    "val/official_acc",
+    "val/official_auc",
+    "test/official_acc",
+    "test/official_auc",
+    "test/majority_official_acc",
     "oof/acc",
     "oof/without_twin/acc",
+    "oof/official_acc",
+    "oof/official_auc",
     "perm/p_value",
     "n_folds",
     "n_train",
@@ -70,6 +78,8 @@ METRIC_COLUMNS = (
 _COUNTS = ("n_folds", "n_train", "n_val", "n_test", "epochs")
 #: Leakage and baseline scores the per-variant table shows next to the accuracies, where records have them.
 _HONEST = ("val/without_twin/acc", "val/leak_inflation", "test/without_twin/acc", "test/majority_acc")
+#: MedMNIST's official test ACC and AUC (comparable with its papers) and the majority baseline's ACC, likewise.
+_OFFICIAL = ("test/official_acc", "test/official_auc", "test/majority_official_acc")
 
 
 def load(directory: str | Path) -> tuple[dict[str, Any], list[dict[str, Any] | None]]:
@@ -146,7 +156,8 @@ def variant_rows(batch: dict[str, Any], records: list[dict[str, Any] | None]) ->
     """
     metric = batch["metric"]
     present_columns = metric_columns(batch, records)
-    scores = [c for c in dict.fromkeys([metric, "train/acc", "val/acc", "test/acc", *_HONEST]) if c in present_columns]
+    wanted = [metric, "train/acc", "val/acc", "test/acc", *_HONEST, *_OFFICIAL]
+    scores = [c for c in dict.fromkeys(wanted) if c in present_columns]
     present = {k for r in records for k in _metrics(r)}
     chosen = select(batch, records)
     columns = ["variant", "command", *batch["varied_keys"], "runs ok", *(["selected"] if chosen else []), *scores]
@@ -320,14 +331,25 @@ def _selection_md(directory: Path, batch: dict[str, Any], records: list[dict | N
             "into a new `--root` to get one.",
             "",
         ]
+    exact = (
+        " (multi-label: a sample is right when every label is, an exact match stricter than MedMNIST's ACC)"
+        if any(row.get("multilabel") for row in rows)
+        else ""
+    )
     lines += [
         "Per shared seed, from both runs' `test_predictions.csv`: the test samples only one of the two models "
-        "classifies correctly, and the exact two-sided p-value (not corrected for the number of comparisons).",
+        f"classifies correctly{exact}, and the exact two-sided p-value (not corrected for the number of comparisons).",
         "",
         *_md_table(*mcnemar_table(rows, chosen.winner)),
         "",
     ]
     return lines
+
+
+def task_note(records: Sequence[dict[str, Any] | None]) -> str | None:
+    """The caveat of the runs' task (:attr:`~medmnist_lit.data.tasks.Task.note`: ordinal grades), if any run has one."""
+    ordinal = any(r and r.get("task") == TaskKind.ORDINAL.value for r in records)
+    return ORDINAL_NOTE if ordinal else None
 
 
 def markdown(directory: Path, batch: dict[str, Any], records: list[dict | None], figures: Sequence[str]) -> str:
@@ -339,6 +361,7 @@ def markdown(directory: Path, batch: dict[str, Any], records: list[dict | None],
     lines += [f"Spec `{batch['spec']}` · metric `{metric}` · {len(records)} runs: {counts}", ""]
     if batch.get("overrides"):
         lines += ["Overrides: " + " ".join(f"`--{k} {display(v)}`" for k, v in batch["overrides"].items()), ""]
+    lines += [f"Note: {note}", ""] if (note := task_note(records)) else []
     lines += ["## Variants (mean ± std over seeds)", "", *_md_table(*_md_rows(*variant_rows(batch, records))), ""]
     lines += references.lines() if (references := for_batch(batch)) else []
     lines += _selection_md(directory, batch, records)

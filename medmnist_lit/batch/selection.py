@@ -13,7 +13,9 @@ read that winner's score on that seed's test split), which gives the procedure's
 
 McNemar: every variant that shares the winner's test split (same :data:`~medmnist_lit.batch.report.SPLIT_KEYS`
 values and the same seed) is compared with it sample by sample from both runs' ``test_predictions.csv``
-(columns ``index,id,label,predicted``).
+(columns ``index,id,label,predicted``). A multi-label run's file has per label the truth and the probability
+(``label_<name>``, ``p_<name>``): its sample is right when every label is, at 0.5 (an exact match, far stricter
+than MedMNIST's ACC, the mean per-label accuracy).
 """
 
 from __future__ import annotations
@@ -215,16 +217,33 @@ def selection_lines(selection: Selection, procedure: tuple[list[tuple[Any, str, 
 
 
 # ---------------------------------------------------------------------------------------------- McNemar
-def _predictions(path: Path) -> dict[int, tuple[int, int]] | None:
-    """``index → (label, predicted)`` of a ``test_predictions.csv``, or ``None`` where the file is missing."""
+def _predictions(path: Path) -> tuple[dict[int, tuple[Any, Any]], bool] | None:
+    """``index → (label, predicted)`` of a ``test_predictions.csv`` and whether it is multi-label; ``None`` if missing.
+
+    Single-label files (``index,id,label,predicted``) give class indices; multi-label ones
+    (``index,id,label_<name>…,p_<name>…``) the set of true labels and the set above 0.5, so equal sets are an exact
+    match.
+    """
     if not path.is_file():
         return None
     with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        names = [c.removeprefix("label_") for c in reader.fieldnames or () if c.startswith("label_")]
+        multilabel = "label" not in (reader.fieldnames or ()) and bool(names)
         try:
-            return {int(r["index"]): (int(r["label"]), int(r["predicted"])) for r in csv.DictReader(handle)}
+            if multilabel:
+                return {
+                    int(r["index"]): (
+                        frozenset(n for n in names if int(r[f"label_{n}"])),
+                        frozenset(n for n in names if float(r[f"p_{n}"]) > 0.5),
+                    )
+                    for r in reader
+                }, True
+            return {int(r["index"]): (int(r["label"]), int(r["predicted"])) for r in reader}, False
         except (KeyError, TypeError, ValueError) as err:  # a hand-edited or truncated file: named in the table
             raise ValueError(
-                f"unreadable {path.parent.name}/{path.name} ({err!r}; needs integer index,label,predicted)"
+                f"unreadable {path.parent.name}/{path.name} ({err!r}; needs integer index,label,predicted, or "
+                "index,label_<name>…,p_<name>… for multi-label)"
             ) from err
 
 
@@ -238,8 +257,8 @@ def mcnemar_rows(
     """McNemar test of the winner against each variant on the same test split, one row per shared seed.
 
     A row holds ``variant``, ``seed``, the counts and p-values of :func:`~medmnist_lit.utils.stats.mcnemar`
-    (A = the winner) and both accuracies, or a ``note`` saying why there is no test (a missing file, test sets
-    that differ).
+    (A = the winner) and both accuracies (exact-match for multi-label), or a ``note`` saying why there is no test
+    (a missing file, test sets that differ).
     """
     directory = Path(directory)
     ok = [(run, rec) for run, rec in zip(batch["runs"], records, strict=True) if rec and rec.get("status") == "ok"]
@@ -258,14 +277,20 @@ def mcnemar_rows(
                 rows.append({**row, "note": f"other test split ({differs[0]} differs)"})
                 continue
             try:  # the run's folder in this batch directory, not record["run_dir"]: a moved batch still finds them
-                a, b = (_predictions(directory / r["name"] / PREDICTIONS) for r in (w_run, run))
+                read = [_predictions(directory / r["name"] / PREDICTIONS) for r in (w_run, run)]
             except ValueError as err:
                 rows.append({**row, "note": str(err)})
                 continue
-            missing = [r["name"] for r, p in ((w_run, a), (run, b)) if p is None]
-            if missing or a is None or b is None:
+            first, second = read
+            if first is None or second is None:
+                missing = [r["name"] for r, p in zip((w_run, run), read, strict=True) if p is None]
                 rows.append({**row, "note": f"{PREDICTIONS} missing in {', '.join(missing)}"})
                 continue
+            (a, a_multilabel), (b, b_multilabel) = first, second
+            if a_multilabel != b_multilabel:
+                rows.append({**row, "note": "one run is multi-label, the other not"})
+                continue
+            row["multilabel"] = a_multilabel
             if a.keys() != b.keys() or any(a[i][0] != b[i][0] for i in a):
                 rows.append({**row, "note": "the two test sets differ (indices or labels)"})
                 continue

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from medmnist_lit.data.tasks import TaskKind
 from medmnist_lit.utils.figure_style import (
     PALETTE,
     TRAIN,
@@ -55,7 +56,11 @@ def band(histories: Sequence[Mapping[str, Sequence[float]]], key: str) -> tuple[
 
 @styled
 def cv_curves_figure(
-    histories: Sequence[Mapping[str, Sequence[float]]], *, name: str = "Cross-validation", subtitle: str = ""
+    histories: Sequence[Mapping[str, Sequence[float]]],
+    *,
+    name: str = "Cross-validation",
+    subtitle: str = "",
+    multilabel: bool = False,
 ) -> Figure | None:
     """Training and validation loss and accuracy per epoch: the mean over folds with a ± std band.
 
@@ -63,6 +68,7 @@ def cv_curves_figure(
         histories: Each fold's per-epoch metrics (``histories[i]["val/loss"]``).
         name: The title (the run's name).
         subtitle: The run's settings.
+        multilabel: The loss is binary cross-entropy and the accuracy a mean over labels.
     """
     if not any(h.get("train/loss") or h.get("val/loss") for h in histories):
         return None
@@ -70,7 +76,10 @@ def cv_curves_figure(
     fig = new_figure(WIDE, 4.8)
     axes = fig.subplots(1, 2)
     epochs = 0
-    for ax, metric, label in zip(axes, ("loss", "acc"), ("loss (cross-entropy)", "accuracy"), strict=True):
+    names = ("loss (cross-entropy)", "accuracy")
+    if multilabel:
+        names = ("loss (binary cross-entropy)", "accuracy (mean over labels)")
+    for ax, metric, label in zip(axes, ("loss", "acc"), names, strict=True):
         for stage, look in (("train", TRAIN), ("val", VAL)):
             mean, std, _ = band(histories, f"{stage}/{metric}")
             if not len(mean):
@@ -176,8 +185,9 @@ def write_cv_figures(
         subtitle: The run's settings (:func:`~medmnist_lit.utils.figure_style.describe_run`).
     """
     name = "/".join(Path(run_dir).parts[-2:])
+    multilabel = (summary.get("run") or {}).get("task") == TaskKind.MULTILABEL.value
     figures = {
-        "cv_curves.png": cv_curves_figure(histories, name=name, subtitle=subtitle),
+        "cv_curves.png": cv_curves_figure(histories, name=name, subtitle=subtitle, multilabel=multilabel),
         "cv_folds.png": cv_folds_figure(folds, summary, name=name, subtitle=subtitle),
     }
     written = []

@@ -42,6 +42,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from medmnist_lit.callbacks import LRSchedulerCallback, ProgressBar
 from medmnist_lit.cv.folds import fresh_model, init_hparams
 from medmnist_lit.data.fold import Fold
+from medmnist_lit.data.tasks import Task
 from medmnist_lit.model.classifier import HISTORY_KEY, Classifier, PlainAttributes
 from medmnist_lit.model.heads import MLP, LogisticRegression, StackedHead
 from medmnist_lit.model.metrics import EpochMetrics
@@ -148,11 +149,15 @@ class FoldParallelClassifier(PlainAttributes, L.LightningModule):
         template: The configured classifier (loss, optimizer and schedule settings).
         heads: The folds' freshly initialised heads.
         val_loaders: Each head's validation batches (its fold's samples, converted with its fold's transform).
+        task: The data's task: cross-entropy on class indices, or BCE on 0/1 labels (multi-label).
     """
 
-    def __init__(self, template: Classifier, heads: Sequence[nn.Module], val_loaders: Sequence[Iterable[Any]]) -> None:
+    def __init__(
+        self, template: Classifier, heads: Sequence[nn.Module], val_loaders: Sequence[Iterable[Any]], task: Task
+    ) -> None:
         super().__init__()
         self.template = [template]  # a list keeps it out of this module's parameters and hparams
+        self.task = task
         self.stacked = StackedHead(heads)
         self.val_loaders = list(val_loaders)
         self.history: dict[str, list[Tensor]] = {}
@@ -173,6 +178,16 @@ class FoldParallelClassifier(PlainAttributes, L.LightningModule):
         """Per-fold mean loss over kept samples (as each fold computes it alone), and the kept counts."""
         model = self.template[0]
         k, b, c = logits.shape
+        kept = keep.sum(1)
+        if self.task.multilabel:
+            # Task.loss per sample: BCE with logits on targets smoothed towards 0.5, class weights as pos_weight;
+            # its mean over all of a fold's kept entries is the mean over kept samples of their mean over labels
+            smoothing = model.label_smoothing
+            soft = y.to(logits.dtype) * (1 - smoothing) + smoothing / 2
+            bce = nn.functional.binary_cross_entropy_with_logits(
+                logits, soft.expand(k, b, c), pos_weight=model.class_weight, reduction="none"
+            ).mean(-1)
+            return (bce * keep).sum(1) / kept.clamp_min(1e-12), kept
         ce = nn.functional.cross_entropy(
             logits.reshape(k * b, c),
             y.repeat(k),
@@ -180,7 +195,6 @@ class FoldParallelClassifier(PlainAttributes, L.LightningModule):
             label_smoothing=model.label_smoothing,
             reduction="none",
         ).view(k, b)
-        kept = keep.sum(1)
         # cross_entropy's mean divides the (class-weighted) sum by the sum of the targets' class weights
         norm = kept if model.class_weight is None else (keep * model.class_weight[y]).sum(1)
         return (ce * keep).sum(1) / norm.clamp_min(1e-12), kept
@@ -202,10 +216,16 @@ class FoldParallelClassifier(PlainAttributes, L.LightningModule):
         logits = self.stacked(x)
         per_fold, kept = self._losses(logits, y, keep)
         with torch.no_grad():
-            correct = ((logits.argmax(-1) == y) & keep).sum(1)
+            correct = (self._correct(logits, y) * keep).sum(1)
             self._sums += torch.stack([per_fold.detach() * kept, correct, kept])
         self._batches += 1
         return per_fold.sum()
+
+    def _correct(self, logits: Tensor, y: Tensor) -> Tensor:
+        """Per fold and sample, 1 for a right class, or the share of labels right at 0.5 (multi-label)."""
+        if self.task.multilabel:
+            return ((logits > 0) == y.bool()).to(logits.dtype).mean(-1)  # sigmoid > 0.5, as the metrics threshold
+        return (logits.argmax(-1) == y).to(logits.dtype)
 
     def configure_gradient_clipping(
         self, optimizer: Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
@@ -237,7 +257,7 @@ class FoldParallelClassifier(PlainAttributes, L.LightningModule):
                 for x, y in loader:
                     logits = self.stacked.forward_head(row, x)[None]
                     per_fold, kept = self._losses(logits, y, torch.ones(1, len(y), dtype=torch.bool, device=y.device))
-                    correct = (logits[0].argmax(-1) == y).sum()
+                    correct = self._correct(logits[0], y).sum()
                     sums[:, row] += torch.stack([per_fold[0] * kept[0], correct, kept[0]])
         self.train(was_training)
         sums = sums.cpu()
@@ -394,8 +414,15 @@ def train_parallel(
     trainer = make_trainer()
     device = trainer.strategy.root_device
     size = per_pass or folds_per_pass(template, folds[0].stream_batch_size or 1, len(folds), device)
+    task = datamodule.task
     scorer = fresh_model(template).to(device)
-    metrics_state = EpochMetrics(template.num_classes, template.class_names, sync=False).to(device)
+    if scorer.task_kind not in (None, task.kind):
+        raise ValueError(
+            f"the Classifier was built for a {scorer.task.kind.value} task but the data's task is {task.kind.value}; "
+            "leave model.task out to take it from the data"
+        )
+    scorer.set_task(task.kind)  # as a sequential fold's setup adopts the data's task (checkpoints record it)
+    metrics_state = scorer.new_metrics(sync=False).to(device)
     for start in range(0, len(folds), size):
         chunk = folds[start : start + size]
         heads = []
@@ -403,7 +430,7 @@ def train_parallel(
             L.seed_everything(fold.seed, workers=True, verbose=False)
             heads.append(template.make_head())
         val_loaders = [datamodule.loader(f.val, shard=False, device=device, transform=f.transform) for f in chunk]
-        run = FoldParallelClassifier(template, heads, val_loaders)
+        run = FoldParallelClassifier(template, heads, val_loaders, task)
         if start:
             trainer = make_trainer()
         began = time.perf_counter()

@@ -6,7 +6,9 @@ run as the real one is scored: the mean ``val/acc`` over folds. The p-value is t
 :func:`sklearn.model_selection.permutation_test_score` reports, ``(C + 1) / (N + 1)`` with ``C`` the permutations
 scoring at least the real score; it cannot fall below ``1 / (N + 1)``, so p < 0.05 needs N >= 20. The folds stay
 the real cv's (sklearn re-splits each permutation when its splitter stratifies): a fold's samples, twins kept
-together and standardisation statistics are the same in every run, and only the labels differ.
+together and standardisation statistics are the same in every run, and only the labels differ. A multi-label
+task permutes whole label rows (each sample keeps a real combination of labels, only its image changes) and scores
+the mean per-label accuracy, its ``val/acc``.
 
 Each permutation runs on a DataModule around the already-loaded images (nothing is decoded again, the split is
 kept) through the engine the real cv used, so it costs about what the real cv cost. Its fold directories go to
@@ -71,7 +73,10 @@ def p_value(score: float, permuted: Sequence[float]) -> float:
 
 
 def permuted_labels(labels: np.ndarray, dev: np.ndarray, seed: int) -> np.ndarray:
-    """``labels`` with those of the development samples ``dev`` shuffled among them (seeded); the rest untouched."""
+    """``labels`` with those of the development samples ``dev`` shuffled among them (seeded); the rest untouched.
+
+    Multi-label ``N×L`` labels are shuffled by row.
+    """
     dev = np.asarray(dev)
     shuffled = np.array(labels, copy=True)
     shuffled[dev] = shuffled[dev][np.random.default_rng(seed).permutation(len(dev))]

@@ -7,6 +7,11 @@ sample) and ``summary.json`` (mean, std, sem and 95% interval of every metric ac
 out-of-fold accuracy and AUROC; the held-out test set scored by the ensemble of fold models, and by a model
 refit on all development data with ``--cv.refit``). In TensorBoard the root is one HParams trial with the fold
 means under the names a fit uses, next to mean ± std learning curves across folds (:mod:`.tensorboard`).
+
+Every task type runs (the data's :class:`~medmnist_lit.data.tasks.Task`): multi-label folds train a sigmoid per
+label with BCE, in either engine. Folds, pooled out-of-fold scores and the ensemble also get MedMNIST's official
+ACC and AUC beside the majority-class baseline's (``val/official_acc`` ... ``test/majority_official_auc``), and the
+console prints them once with the task's note (ordinal grades).
 """
 
 from __future__ import annotations
@@ -42,11 +47,13 @@ from medmnist_lit.cv.summary import (
 )
 from medmnist_lit.cv.tensorboard import write_cv_tensorboard
 from medmnist_lit.data.fold import Fold
+from medmnist_lit.model.official_metrics import official_metrics
 from medmnist_lit.splits.twins import twin_mask
 from medmnist_lit.training.fit import RunResult, audit_run, fit_and_test
 from medmnist_lit.training.hparams import trial_hparams
+from medmnist_lit.training.official_scores import majority_target
 from medmnist_lit.training.test_report import PREDICTIONS_FILE, interval_scores, write_predictions
-from medmnist_lit.training.twin_scores import majority_class, stage_scores
+from medmnist_lit.training.twin_scores import stage_scores
 from medmnist_lit.utils.console import process_rank
 from medmnist_lit.utils.figure_style import describe_run
 from medmnist_lit.utils.files import write_json
@@ -188,7 +195,7 @@ def cross_validate(
     start = time.perf_counter()
     split = datamodule.split
     data = datamodule.dataset
-    names = list(data.class_names)
+    task = datamodule.task
     numbers = list(range(split.n_folds)) if options.folds_to_run is None else list(options.folds_to_run)
     bad = [f for f in numbers if not 0 <= f < split.n_folds]
     if bad:
@@ -202,7 +209,7 @@ def cross_validate(
         run_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     histories: list[dict[str, list[float]]] = []
-    oof = OutOfFold()
+    oof = OutOfFold(task)
     test_probs: list[torch.Tensor] = []
     external_probs: list[torch.Tensor] = []
     folds_per_repeat = split.n_folds // max(1, int(split.params.get("repeats") or 1))
@@ -218,13 +225,13 @@ def cross_validate(
     for fold, result in outcomes:
         assert fold.number is not None
         row = {"fold": fold.number, "repeat": fold.number // folds_per_repeat, **result.metrics}
-        rows.append(row)
         histories.append(result.history)
         if result.val is not None:
             # pooled OOF scores are stratified by twins in each sample's own fold's training part
             twin = None if data.near_clusters is None else twin_mask(data.near_clusters, fold.val, fold.train)
-            majority = majority_class(data.labels[fold.train], len(names))
-            oof.add(fold.val, result.val.probs.numpy(), fold.number, row["repeat"], twin=twin, majority=majority)
+            probs, train_labels = result.val.probs.numpy(), data.labels[fold.train]
+            oof.add(fold.val, probs, fold.number, row["repeat"], twin=twin, train_labels=train_labels)
+        rows.append(row)
         if result.test is not None:
             test_probs.append(result.test.probs)
         if result.external is not None:
@@ -232,22 +239,26 @@ def cross_validate(
         log.info(fold_line(fold.number, row, seconds=engine == "sequential"))  # parallel folds share one pass
 
     summary = summarize(rows)
-    summary.update(oof.pooled(data.labels, names))
+    summary.update(oof.pooled(data.labels))
     ensemble = torch.stack(test_probs).mean(0) if test_probs else None
     if ensemble is not None:
         targets = torch.as_tensor(data.labels[split.test], dtype=torch.int64)
-        summary.update(ensemble_metrics(ensemble, targets, names, "test"))
-        # the fold models together trained on the whole development set: a test twin anywhere in it counts
+        summary.update(ensemble_metrics(ensemble, targets, task, "test"))
+        # the fold models together trained on the whole development set: the baseline fits it, and a test twin
+        # anywhere in it counts
         twin = None if data.near_clusters is None else twin_mask(data.near_clusters, split.test, split.dev)
-        majority = majority_class(data.labels[split.dev], len(names))
-        summary.update(stage_scores("test", ensemble, targets, twin=twin, majority=majority))
+        majority = majority_target(data.labels[split.dev], task)
+        summary.update(stage_scores("test", ensemble, targets, twin=twin, majority=majority, task=task))
         summary.update(interval_scores(ensemble, targets))
     if external_probs:
-        targets = torch.as_tensor(datamodule.external.labels, dtype=torch.int64)
-        summary.update(ensemble_metrics(torch.stack(external_probs).mean(0), targets, names, "external"))
+        averaged, labels = torch.stack(external_probs).mean(0), datamodule.external.labels
+        summary.update(ensemble_metrics(averaged, torch.as_tensor(labels, dtype=torch.int64), task, "external"))
+        official = official_metrics(labels, averaged.numpy(), task)
+        summary.update({"external/official_acc": official.acc, "external/official_auc": official.auc})
     if options.refit:
         summary.update(_refit(model, datamodule, recipe, run_dir, seed))
     summary["run"] = {
+        "task": task.kind.value,
         "strategy": split.strategy,
         "engine": engine,
         "executor": options.executor,
@@ -263,7 +274,8 @@ def cross_validate(
     write_csv(run_dir / "folds.csv", rows)
     oof.write(run_dir / "oof.csv", data)
     if ensemble is not None:
-        write_predictions(run_dir / PREDICTIONS_FILE, split.test, data, ensemble.argmax(1).numpy())
+        predicted = None if task.multilabel else ensemble.argmax(1).numpy()
+        write_predictions(run_dir / PREDICTIONS_FILE, split.test, data, predicted, probs=ensemble.numpy())
     for warning in summary_warnings(summary):
         log.warning("WARNING: %s", warning)
     write_json(run_dir / "summary.json", summary)
@@ -408,7 +420,7 @@ def run_cv_cli(cli: Any, options: CVOptions) -> CVResult:
         return result
     subtitle = describe_run(template, datamodule, trainer_config.get("max_epochs"))
     write_cv_figures(run_dir, result.histories, result.folds, result.summary, subtitle=subtitle)
-    log.info(format_summary(result.summary))
+    log.info(format_summary(result.summary, note=datamodule.task.note))
     if test is not None:
         log.info(test.line())
         if warning := test.warning():
