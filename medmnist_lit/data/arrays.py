@@ -11,14 +11,16 @@ import itertools
 import logging
 import math
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from medmnist_lit.data.imageset import PREDEFINED_CODES, ImageSet
 from medmnist_lit.data.layout import DataError, check_options
-from medmnist_lit.data.npz_stream import CHUNK_BYTES, NpyHeader, NpzStream, rows_per_chunk
+from medmnist_lit.data.npz_stream import NpyHeader, NpzStream
 from medmnist_lit.data.tasks import Task, TaskKind
+from medmnist_lit.utils.chunks import CHUNK_BYTES, rows_per_chunk
 
 logger = logging.getLogger(__name__)
 
@@ -237,18 +239,21 @@ def read_npz(
         shape = shapes["train"]
         side = (shape[0], shape[1]) if image_size is None else (image_size, image_size)
         out_shape = (sum(counts), *side, *((3,) if channels == 3 else ()))
+        out_row = math.prod(out_shape[1:])
+        blocks = (
+            block
+            for head, squeeze in heads.values()
+            for block in _converted_blocks(npz, head, squeeze, out_row, channels, image_size, chunk_bytes)
+        )
         if out_path is None:
             images = np.empty(out_shape, np.uint8)
+            offset = 0
+            for block in blocks:
+                images[offset : offset + len(block)] = block
+                offset += len(block)
         else:
-            images = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.uint8, shape=out_shape)
-        offset = 0
-        for head, squeeze in heads.values():
-            _stream_images(
-                npz, head, squeeze, images[offset : offset + head.shape[0]], channels, image_size, chunk_bytes
-            )
-            offset += head.shape[0]
-        if isinstance(images, np.memmap):
-            images.flush()
+            _write_npy(Path(out_path), out_shape, blocks)
+            images = np.load(out_path, mmap_mode="r")
     ids = [f"{split}/{i:06d}" for split, count in zip(NPZ_SPLITS, counts, strict=True) for i in range(count)]
     predefined = np.repeat(np.array([PREDEFINED_CODES[s] for s in NPZ_SPLITS], np.int64), counts)
     return ImageSet(
@@ -283,22 +288,36 @@ def _gather_labels(path: Path, splits: dict[str, np.ndarray]) -> tuple[np.ndarra
     return labels, tuple(str(i) for i in range(num_classes)), None
 
 
-def _stream_images(
+def _converted_blocks(
     npz: NpzStream,
     head: NpyHeader,
     squeeze: bool,
-    out: np.ndarray,
+    out_row: int,
     channels: int,
     image_size: int | None,
     chunk_bytes: int,
-) -> None:
-    """Copy member ``head.key`` into ``out`` block by block, each block converted to uint8 and the options."""
+) -> Iterator[np.ndarray]:
+    """Member ``head.key`` block by block, each converted to uint8 and the options (``out_row`` bytes per image)."""
     what = f"key '{head.key}' in {str(npz.path)!r}"
-    out_row = math.prod(out.shape[1:])
     rows = rows_per_chunk(max(head.row_bytes, out_row), chunk_bytes)  # the larger of input and output bounds a block
-    for start, block in npz.chunks(head.key, rows * head.row_bytes):
-        block = block[..., 0] if squeeze else block
-        out[start : start + len(block)] = convert_array(to_uint8(block, what), channels, image_size)
+    for _, block in npz.chunks(head.key, rows * head.row_bytes):
+        yield convert_array(to_uint8(block[..., 0] if squeeze else block, what), channels, image_size)
+
+
+def _write_npy(path: Path, shape: tuple[int, ...], blocks: Iterable[np.ndarray]) -> None:
+    """A uint8 ``.npy`` of ``shape`` written block by block with plain writes.
+
+    Writes rather than a writable memory map: written pages then stay in the page cache, outside the process's
+    resident set, instead of accumulating in it as dirty mapped pages until the map is flushed.
+    """
+    written = 0
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "|u1", "fortran_order": False, "shape": shape})
+        for block in blocks:
+            fh.write(np.ascontiguousarray(block).data)
+            written += len(block)
+    if written != shape[0]:  # pragma: no cover - the headers were checked against the labels before
+        raise DataError(f"wrote {written:,} images to {path} where {shape[0]:,} were expected")
 
 
 # -------------------------------------------------------------------------------------------- demo

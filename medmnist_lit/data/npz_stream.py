@@ -21,18 +21,11 @@ from typing import IO
 import numpy as np
 
 from medmnist_lit.data.layout import DataError
+from medmnist_lit.utils.chunks import CHUNK_BYTES, rows_per_chunk
 
-__all__ = ["CHUNK_BYTES", "NpyHeader", "NpzStream", "rows_per_chunk"]
+__all__ = ["NpyHeader", "NpzStream"]
 
-#: Default bytes read (and converted) at a time: small next to the 1 GB goal, large enough that the per-block
-#: overhead (a zip read, a numpy view) does not show.
-CHUNK_BYTES = 32 * 2**20
 _NPY_MAGIC = b"\x93NUMPY"
-
-
-def rows_per_chunk(row_bytes: int, max_bytes: int = CHUNK_BYTES) -> int:
-    """How many rows of ``row_bytes`` each fit in ``max_bytes`` (at least one)."""
-    return max(1, int(max_bytes) // max(1, int(row_bytes)))
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ import medmnist_lit.data.arrays as arrays_module
 from medmnist_lit.data.arrays import convert_array, read_npz
 from medmnist_lit.data.cache import load_dataset
 from medmnist_lit.data.layout import DataError
-from medmnist_lit.data.npz_stream import NpzStream, rows_per_chunk
+from medmnist_lit.data.npz_stream import NpzStream
 from medmnist_lit.data.tasks import TaskKind
+from medmnist_lit.utils.chunks import rows_per_chunk
 
 
 def reference(path: Path, channels: int, image_size: int | None) -> np.ndarray:
