@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
-import zipfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from medmnist_lit.data.imageset import PREDEFINED_CODES, ImageSet
 from medmnist_lit.data.layout import DataError, check_options
+from medmnist_lit.data.npz_stream import NpyHeader, NpzStream
+from medmnist_lit.data.tasks import Task, TaskKind
+from medmnist_lit.utils.chunks import CHUNK_BYTES, rows_per_chunk
 
 logger = logging.getLogger(__name__)
 
@@ -80,40 +84,37 @@ def to_uint8(images: np.ndarray, what: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------- npz
-def _npz_array(npz: np.lib.npyio.NpzFile, path: Path, key: str) -> np.ndarray:
-    try:
-        return np.asarray(npz[key])
-    except ValueError as exc:  # allow_pickle=False refuses object arrays with a ValueError
-        if "pickle" in str(exc).lower() or "object" in str(exc).lower():
-            raise DataError(
-                f"key {key!r} of {str(path)!r} holds a Python object array, which is not loaded "
-                "(allow_pickle=False, for safety); re-save it as a plain uint8/int array"
-            ) from exc
-        raise DataError(f"cannot read key {key!r} of {str(path)!r}: {exc}") from exc
+def _image_header(npz: NpzStream, split: str) -> tuple[NpyHeader, bool]:
+    """The header of ``{split}_images``, checked before any pixel is read; whether a trailing axis of 1 is dropped."""
+    head = npz.header(f"{split}_images")
+    where = f"in {str(npz.path)!r}"
+    shape = head.shape
+    squeeze = len(shape) == 4 and shape[-1] == 1
+    if squeeze:
+        shape = shape[:-1]
+    if not (len(shape) == 3 or (len(shape) == 4 and shape[-1] == 3)):
+        raise DataError(f"key '{split}_images' {where} has shape {shape}; expected N×H×W or N×H×W×3")
+    to_uint8(np.zeros(0, head.dtype), f"key '{split}_images' {where}")  # refuses float/bool dtypes up front
+    return head, squeeze
 
 
-def _npz_split(npz: np.lib.npyio.NpzFile, path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """One split's images (uint8) and labels (1-D, integral and non-negative, still in the file's dtype)."""
-    images, labels = _npz_array(npz, path, f"{split}_images"), _npz_array(npz, path, f"{split}_labels")
-    where = f"in {str(path)!r}"
-    if images.ndim == 4 and images.shape[-1] == 1:
-        images = images[..., 0]
-    if not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 3)):
-        raise DataError(f"key '{split}_images' {where} has shape {images.shape}; expected N×H×W or N×H×W×3")
-    images = to_uint8(images, f"key '{split}_images' {where}")
-    if labels.ndim == 2 and labels.shape[1] != 1:
-        raise DataError(
-            f"key '{split}_labels' {where} has shape {labels.shape}: a multi-label task (one column per label), "
-            "which this single-label classifier does not support; use a single-label MedMNIST set"
-        )
+def _npz_labels(npz: NpzStream, split: str, n_images: int) -> np.ndarray:
+    """One split's labels: 1-D integral and non-negative (still in the file's dtype), or N×L for multi-label."""
+    labels = npz.read(f"{split}_labels")
+    where = f"in {str(npz.path)!r}"
+    if labels.ndim == 2 and labels.shape[1] != 1 and labels.dtype.kind in "biuf":
+        if len(labels) != n_images:
+            raise DataError(f"'{split}_labels' has {len(labels)} entries but '{split}_images' has {n_images} {where}")
+        names = tuple(str(i) for i in range(labels.shape[1]))
+        return Task(TaskKind.MULTILABEL, names).check_labels(labels, f"key '{split}_labels' {where}")
     labels = labels[:, 0] if labels.ndim == 2 else labels
     if labels.ndim != 1 or labels.dtype.kind not in "biuf":
         raise DataError(
             f"key '{split}_labels' {where} is {labels.dtype} {labels.shape}; expected integer class indices "
-            "0..K-1 shaped N or N×1"
+            "0..K-1 shaped N or N×1 (or 0/1 labels shaped N×L for a multi-label task)"
         )
-    if len(labels) != len(images):
-        raise DataError(f"'{split}_labels' has {len(labels)} entries but '{split}_images' has {len(images)} {where}")
+    if len(labels) != n_images:
+        raise DataError(f"'{split}_labels' has {len(labels)} entries but '{split}_images' has {n_images} {where}")
     if labels.dtype.kind == "f":
         wrong = ~np.isfinite(labels)
         wrong[~wrong] = labels[~wrong] != np.floor(labels[~wrong])
@@ -130,7 +131,7 @@ def _npz_split(npz: np.lib.npyio.NpzFile, path: Path, split: str) -> tuple[np.nd
             f"({_images(int(np.count_nonzero(negative)))}); class labels must be non-negative integers 0..K-1: "
             "fix the labels"
         )
-    return images, labels
+    return labels
 
 
 def _images(count: int) -> str:
@@ -190,21 +191,33 @@ def check_label_values(path: Path, labels: dict[str, np.ndarray]) -> int:
     )
 
 
-def read_npz(path: str | os.PathLike[str], *, channels: int = 1, image_size: int | None = None) -> ImageSet:
+def read_npz(
+    path: str | os.PathLike[str],
+    *,
+    channels: int = 1,
+    image_size: int | None = None,
+    out_path: str | os.PathLike[str] | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> ImageSet:
     """Read a MedMNIST ``.npz`` (``{train,val,test}_{images,labels}``) with its official split.
 
     The splits are concatenated (train, val, test) and :attr:`ImageSet.predefined` records each sample's
-    split; ids are ``"train/000123"``; class names are ``"0"..."k-1"``. Loaded with ``allow_pickle=False``.
+    split; ids are ``"train/000123"``; class names are ``"0"..."k-1"``. Labels shaped ``N×L`` (``L > 1``) make a
+    multi-label task (0/1 values, label names ``"0"..."L-1"``). Every header and label is checked before any pixel
+    is read; the images are then streamed ``chunk_bytes`` at a time (:class:`NpzStream`: no pickles, no
+    whole-file copy) and converted block by block into the result.
+
+    Args:
+        path: The ``.npz`` file.
+        channels: 1 (grayscale) or 3 (RGB).
+        image_size: Resize every image to ``image_size×image_size``; ``None`` keeps the size.
+        out_path: Write the converted images to this ``.npy`` (memory-mapped: memory use stays one block, whatever
+            the file's size) instead of into memory.
+        chunk_bytes: Bytes of images read and converted at a time.
     """
     check_options(channels, image_size)
     path = Path(path)
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"cannot read {str(path)!r} as a .npz file: {exc}") from exc
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise DataError(f"{str(path)!r} holds a single array, not a .npz archive of named arrays")
-    with npz:
+    with NpzStream(path) as npz:
         keys = [f"{split}_{part}" for split in NPZ_SPLITS for part in ("images", "labels")]
         missing = [key for key in keys if key not in npz.files]
         if missing:
@@ -212,37 +225,99 @@ def read_npz(path: str | os.PathLike[str], *, channels: int = 1, image_size: int
                 f"{str(path)!r} lacks key(s) {', '.join(missing)}; a MedMNIST .npz holds {', '.join(keys)} "
                 f"(found: {', '.join(sorted(npz.files)) or 'nothing'})"
             )
-        splits = [_npz_split(npz, path, split) for split in NPZ_SPLITS]
-    shapes = {split: images.shape[1:] for split, (images, _) in zip(NPZ_SPLITS, splits, strict=True)}
-    if len(set(shapes.values())) > 1:
-        raise DataError(f"the splits of {str(path)!r} have different image shapes {shapes}")
-    if not sum(len(labels) for _, labels in splits):
-        raise DataError(f"{str(path)!r} holds no images: the dataset is empty")
-    # Before anything is sized by the labels: class names, counts.
-    num_classes = check_label_values(
-        path, {f"{s}_labels": labels for s, (_, labels) in zip(NPZ_SPLITS, splits, strict=True)}
-    )
-    images = np.concatenate([images for images, _ in splits])
-    labels = np.concatenate([labels.astype(np.int64) for _, labels in splits])  # all < num_classes: exact
-    if num_classes < 2:
-        raise DataError(f"{str(path)!r} has only one class (label 0); a classifier needs at least two")
-    ids = [
-        f"{split}/{i:06d}"
-        for split, (split_images, _) in zip(NPZ_SPLITS, splits, strict=True)
-        for i in range(len(split_images))
-    ]
-    predefined = np.repeat(
-        np.array([PREDEFINED_CODES[s] for s in NPZ_SPLITS], np.int64), [len(labels) for _, labels in splits]
-    )
+        heads, splits = {}, {}
+        for split in NPZ_SPLITS:
+            heads[split] = _image_header(npz, split)
+            splits[split] = _npz_labels(npz, split, heads[split][0].shape[0])
+        shapes = {split: head.shape[1 : len(head.shape) - squeeze] for split, (head, squeeze) in heads.items()}
+        if len(set(shapes.values())) > 1:
+            raise DataError(f"the splits of {str(path)!r} have different image shapes {shapes}")
+        counts = [len(labels) for labels in splits.values()]
+        if not sum(counts):
+            raise DataError(f"{str(path)!r} holds no images: the dataset is empty")
+        labels, class_names, task_kind = _gather_labels(path, splits)
+        shape = shapes["train"]
+        side = (shape[0], shape[1]) if image_size is None else (image_size, image_size)
+        out_shape = (sum(counts), *side, *((3,) if channels == 3 else ()))
+        out_row = math.prod(out_shape[1:])
+        blocks = (
+            block
+            for head, squeeze in heads.values()
+            for block in _converted_blocks(npz, head, squeeze, out_row, channels, image_size, chunk_bytes)
+        )
+        if out_path is None:
+            images = np.empty(out_shape, np.uint8)
+            offset = 0
+            for block in blocks:
+                images[offset : offset + len(block)] = block
+                offset += len(block)
+        else:
+            _write_npy(Path(out_path), out_shape, blocks)
+            images = np.load(out_path, mmap_mode="r")
+    ids = [f"{split}/{i:06d}" for split, count in zip(NPZ_SPLITS, counts, strict=True) for i in range(count)]
+    predefined = np.repeat(np.array([PREDEFINED_CODES[s] for s in NPZ_SPLITS], np.int64), counts)
     return ImageSet(
-        images=convert_array(images, channels, image_size),
+        images=images,
         labels=labels,
-        class_names=tuple(str(i) for i in range(num_classes)),
+        class_names=class_names,
         ids=np.array(ids),
         predefined=predefined,
         source=str(path),
         meta={"kind": "npz"},
+        task_kind=task_kind,
     )
+
+
+def _gather_labels(path: Path, splits: dict[str, np.ndarray]) -> tuple[np.ndarray, tuple[str, ...], TaskKind | None]:
+    """The concatenated labels, the class (label) names and the task kind (``None``: single-label)."""
+    widths = {split: (labels.shape[1] if labels.ndim == 2 else 0) for split, labels in splits.items()}
+    if len(set(widths.values())) > 1:
+        shown = ", ".join(f"'{s}_labels' {labels.shape}" for s, labels in splits.items())
+        raise DataError(
+            f"the splits of {str(path)!r} disagree on the task: {shown}; a multi-label file has N×L labels in every "
+            "split, a single-label one N or N×1"
+        )
+    if widths["train"]:  # multi-label: checked 0/1 by Task.check_labels
+        width = widths["train"]
+        return np.concatenate(list(splits.values())), tuple(str(i) for i in range(width)), TaskKind.MULTILABEL
+    # Before anything is sized by the labels: class names, counts.
+    num_classes = check_label_values(path, {f"{s}_labels": labels for s, labels in splits.items()})
+    if num_classes < 2:
+        raise DataError(f"{str(path)!r} has only one class (label 0); a classifier needs at least two")
+    labels = np.concatenate([labels.astype(np.int64) for labels in splits.values()])  # all < num_classes: exact
+    return labels, tuple(str(i) for i in range(num_classes)), None
+
+
+def _converted_blocks(
+    npz: NpzStream,
+    head: NpyHeader,
+    squeeze: bool,
+    out_row: int,
+    channels: int,
+    image_size: int | None,
+    chunk_bytes: int,
+) -> Iterator[np.ndarray]:
+    """Member ``head.key`` block by block, each converted to uint8 and the options (``out_row`` bytes per image)."""
+    what = f"key '{head.key}' in {str(npz.path)!r}"
+    rows = rows_per_chunk(max(head.row_bytes, out_row), chunk_bytes)  # the larger of input and output bounds a block
+    for _, block in npz.chunks(head.key, rows * head.row_bytes):
+        yield convert_array(to_uint8(block[..., 0] if squeeze else block, what), channels, image_size)
+
+
+def _write_npy(path: Path, shape: tuple[int, ...], blocks: Iterable[np.ndarray]) -> None:
+    """A uint8 ``.npy`` of ``shape`` written block by block with plain writes.
+
+    Writes rather than a writable memory map: written pages then stay in the page cache, outside the process's
+    resident set, instead of accumulating in it as dirty mapped pages until the map is flushed.
+    """
+    written = 0
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "|u1", "fortran_order": False, "shape": shape})
+        for block in blocks:
+            fh.write(np.ascontiguousarray(block).data)
+            written += len(block)
+    if written != shape[0]:  # pragma: no cover - the headers were checked against the labels before
+        raise DataError(f"wrote {written:,} images to {path} where {shape[0]:,} were expected")
 
 
 # -------------------------------------------------------------------------------------------- demo

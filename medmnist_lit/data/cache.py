@@ -40,12 +40,14 @@ from medmnist_lit.data.layout import DataError, check_options, source_kind
 from medmnist_lit.data.medmnist_source import is_medmnist, locate
 from medmnist_lit.data.serving import dataset_key, served, serving_any
 from medmnist_lit.data.sources import decode_files
+from medmnist_lit.data.tasks import TaskKind
 from medmnist_lit.utils.processes import UNLOCKED_STALE_SECONDS, abandoned, claim, release
 
 logger = logging.getLogger(__name__)
 
-#: Bump when the cache layout or decoding changes; older entries are then ignored.
-FORMAT_VERSION = 1
+#: Bump when the cache layout or decoding changes; older entries are then ignored. 2: the manifest's ``task_kind``
+#: (multi-label ``labels.npy`` shaped N×L).
+FORMAT_VERSION = 2
 #: Environment variable overriding the default cache directory.
 CACHE_ENV = "MEDMNIST_LIT_CACHE"
 #: Temporary build directories without a lock (older versions) are removed once this old; locked ones at once
@@ -104,6 +106,7 @@ def _load_entry(
         if list(images.shape) != manifest["shape"] or len(labels) != len(images) or len(ids) != len(images):
             return None
         skipped, kind, class_names = manifest["skipped"], manifest["kind"], tuple(manifest["class_names"])
+        task_kind = TaskKind.parse(manifest["task_kind"]) if manifest.get("task_kind") else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if skipped and not skip_bad:
@@ -121,6 +124,7 @@ def _load_entry(
         predefined=predefined,
         source=manifest["source"],
         meta=meta,
+        task_kind=task_kind,
     )
 
 
@@ -196,8 +200,8 @@ def _build(
         state = None  # folder mtimes for unchanged_folder_fingerprint
         if kind == "npz":
             fp = zip_digest(path)  # taken before reading: a change made meanwhile re-decodes next time
-            data = read_npz(path, channels=channels, image_size=image_size)
-            np.save(tmp / "images.npy", data.images)
+            # streamed into images.npy one block at a time: the build holds one block, not the dataset
+            data = read_npz(path, channels=channels, image_size=image_size, out_path=tmp / "images.npy")
         else:
             state = folder_state(path) if kind == "folder" else None
             data = decode_files(
@@ -221,6 +225,7 @@ def _build(
             "source": str(path),
             "kind": kind,
             "class_names": list(data.class_names),
+            "task_kind": None if data.task_kind is None else data.task_kind.value,
             "counts": data.counts(),
             "num_images": len(data),
             "shape": list(data.images.shape),

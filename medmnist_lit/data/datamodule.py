@@ -443,16 +443,21 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
     def tensors(
         self, device: torch.device | str = "cpu", which: Literal["main", "external"] = "main"
     ) -> tuple[Tensor, Tensor]:
-        """Images as a uint8 ``N×C×H×W`` tensor and labels as int64 on ``device`` (cached per device)."""
+        """Images as a uint8 ``N×C×H×W`` tensor and labels as int64 on ``device`` (cached per device).
+
+        On the CPU the images are a zero-copy view of the (memory-mapped) ``N×H×W×C`` array, permuted for RGB (not
+        contiguous): batches gather their rows, so memory holds a batch, never a second copy of the dataset.
+        """
         key = (which, torch.device(device))
         if key not in self._tensors:
             data = self.dataset if which == "main" else self.external
             images = np.asarray(data.images)
-            images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
             with warnings.catch_warnings():
                 # zero-copy view of the read-only cache memmap: processes share its pages; it is never written
                 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-                x = torch.from_numpy(np.ascontiguousarray(images)).to(key[1])
+                pixels = torch.from_numpy(images)
+            x = pixels[:, None] if images.ndim == 3 else pixels.permute(0, 3, 1, 2)
+            x = x.to(key[1])
             y = torch.from_numpy(np.asarray(data.labels, dtype=np.int64)).to(key[1])
             self._tensors[key] = (x, y)
         return self._tensors[key]

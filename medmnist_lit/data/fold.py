@@ -12,6 +12,7 @@ from torch import Tensor
 
 from medmnist_lit.data.loaders import BatchLoader, EpochSampler, PixelTransform, Sampling
 from medmnist_lit.splits.split import Split
+from medmnist_lit.utils.chunks import CHUNK_BYTES, row_blocks
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,9 +132,21 @@ class PixelStats:
     std: tuple[float, ...]
 
 
-def fold_statistics(images: np.ndarray, train: np.ndarray, channels: int) -> PixelStats:
-    """The per-channel mean and std of the ``train`` images only."""
-    mean, std = _channel_stats(np.asarray(images[train]).reshape(-1, channels))
+def fold_statistics(
+    images: np.ndarray, train: np.ndarray, channels: int, *, chunk_bytes: int = CHUNK_BYTES
+) -> PixelStats:
+    """The per-channel mean and std of the ``train`` images only.
+
+    Histograms are summed over blocks of at most ``chunk_bytes`` of images, so a memory-mapped training part is
+    never copied whole; the result is the same, bit for bit.
+    """
+    hist = np.zeros((channels, 256), np.int64)
+    row_bytes = 9 * int(np.prod(images.shape[1:]))  # the uint8 block, and bincount's int64 copy of one channel
+    for block in row_blocks(len(train), row_bytes, chunk_bytes):
+        pixels = np.asarray(images[train[block]]).reshape(-1, channels)
+        for c in range(channels):
+            hist[c] += np.bincount(pixels[:, c], minlength=256)
+    mean, std = _histogram_stats(hist)
     return PixelStats(tuple(float(m) for m in mean), tuple(float(s) for s in std))
 
 
@@ -145,14 +158,13 @@ def pixel_transform(channels: int, stats: PixelStats | None = None) -> PixelTran
     return PixelTransform.standardize(mean, std)
 
 
-def _channel_stats(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact per-channel mean and std on the [0, 1] scale, from a 256-bin histogram (fast on uint8)."""
+def _histogram_stats(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact per-channel mean and std on the [0, 1] scale, from 256-bin histograms shaped ``(channels, 256)``."""
     values = np.arange(256, dtype=np.float64) / 255
     means, stds = [], []
-    for c in range(pixels.shape[1]):
-        hist = np.bincount(pixels[:, c], minlength=256).astype(np.float64)
-        total = hist.sum()
-        mean = (hist * values).sum() / total
+    for counts in hist.astype(np.float64):
+        total = counts.sum()
+        mean = (counts * values).sum() / total
         means.append(mean)
-        stds.append(np.sqrt((hist * (values - mean) ** 2).sum() / total))
+        stds.append(np.sqrt((counts * (values - mean) ** 2).sum() / total))
     return np.asarray(means, dtype=np.float32), np.asarray(stds, dtype=np.float32)

@@ -21,6 +21,7 @@ from scipy.sparse.csgraph import connected_components
 
 from medmnist_lit.splits.near_duplicates import first_appearance
 from medmnist_lit.splits.near_duplicates import near_duplicate_groups as near_duplicate_groups  # re-exported
+from medmnist_lit.utils.chunks import CHUNK_BYTES, rows_per_chunk
 from medmnist_lit.utils.files import read_user_text
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ def read_group_csv(path: str | os.PathLike[str], ids: np.ndarray) -> np.ndarray:
 
 
 def _verified(images: np.ndarray, codes: np.ndarray, chunk: int) -> bool:
-    """Whether every image equals the first image of its cluster, byte for byte."""
+    """Whether every image equals the first image of its cluster, byte for byte (``chunk`` pairs at a time)."""
     first = np.unique(codes, return_index=True)[1]  # codes are 0..G-1, so first[code] is its first member
     rest = np.flatnonzero(np.arange(len(codes)) != first[codes])
     for start in range(0, len(rest), chunk):
@@ -119,7 +120,7 @@ def _verified(images: np.ndarray, codes: np.ndarray, chunk: int) -> bool:
     return True
 
 
-def exact_duplicate_groups(images: np.ndarray, *, chunk: int = 4096) -> np.ndarray:
+def exact_duplicate_groups(images: np.ndarray, *, chunk: int = 4096, chunk_bytes: int = CHUNK_BYTES) -> np.ndarray:
     """Cluster pixel-identical images: same code <=> identical pixels.
 
     Rows are hashed with BLAKE2b in chunks, so a read-only memory map is streamed rather than loaded whole
@@ -128,7 +129,8 @@ def exact_duplicate_groups(images: np.ndarray, *, chunk: int = 4096) -> np.ndarr
 
     Args:
         images: Array shaped ``(N, ...)`` (any trailing shape and dtype).
-        chunk: Rows read at a time.
+        chunk: Rows read at a time, at most.
+        chunk_bytes: Bytes read at a time, at most (at least one row): 4,096 images at 224 pixels RGB are 616 MB.
 
     Returns:
         ``int64`` cluster code per image, numbered in order of first appearance.
@@ -136,13 +138,15 @@ def exact_duplicate_groups(images: np.ndarray, *, chunk: int = 4096) -> np.ndarr
     n = len(images)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
+    row_bytes = int(np.prod(images.shape[1:])) * images.dtype.itemsize
+    chunk = min(chunk, rows_per_chunk(row_bytes, chunk_bytes))
     digests = np.empty(n, dtype="S16")
     for start in range(0, n, chunk):
         block = np.ascontiguousarray(images[start : start + chunk]).reshape(min(chunk, n - start), -1)
         for i, row in enumerate(block):
             digests[start + i] = hashlib.blake2b(row.data, digest_size=16).digest()
     codes = first_appearance(digests)
-    if not _verified(images, codes, chunk):
+    if not _verified(images, codes, max(1, chunk // 2)):  # two blocks (an image and its cluster's first) at a time
         log.warning("BLAKE2b collision between different images; clustering by exact comparison instead")
         rows = np.ascontiguousarray(images).reshape(n, -1).view(np.uint8)
         codes = first_appearance(rows.view(np.dtype((np.void, rows.shape[1]))).ravel())

@@ -47,6 +47,8 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from medmnist_lit.utils.chunks import CHUNK_BYTES, rows_per_chunk
+
 log = logging.getLogger(__name__)
 
 #: Default Pearson-r threshold of the thumbnails (calibrated on real Medical MNIST, see the module docstring).
@@ -102,17 +104,19 @@ def _check(images: np.ndarray, grid: int, threshold: float | None = None) -> Non
         raise ValueError(f"threshold={threshold} is a Pearson r and must lie in (0, 1]; 0.98 is the default")
 
 
-def thumbnails(images: np.ndarray, *, grid: int = GRID, chunk: int = 512) -> np.ndarray:
+def thumbnails(images: np.ndarray, *, grid: int = GRID, chunk: int = 512, chunk_bytes: int = CHUNK_BYTES) -> np.ndarray:
     """Grayscale cell means of every image.
 
     Cells split rows and columns as evenly as possible; an image with fewer than ``grid`` rows (columns)
     gets one cell per row (column). Identical images give bitwise identical thumbnails, because the cell
-    sums are exact integers in the arithmetic used. A memory map is read ``chunk`` images at a time.
+    sums are exact integers in the arithmetic used. A memory map is read ``chunk`` images at a time, fewer when
+    their float copy would exceed ``chunk_bytes`` (at 224 pixels RGB, 512 images are 308 MB as float32).
 
     Args:
         images: ``N×H×W`` or ``N×H×W×C`` array (any real dtype; channels are averaged).
         grid: Thumbnail side in cells.
-        chunk: Images read at a time.
+        chunk: Images read at a time, at most.
+        chunk_bytes: Bytes of the float copy of one block, at most (at least one image is read).
 
     Returns:
         ``float32`` array shaped ``(N, min(grid, H) * min(grid, W))``.
@@ -131,6 +135,7 @@ def thumbnails(images: np.ndarray, *, grid: int = GRID, chunk: int = 512) -> np.
     pool_w = np.zeros((w, gw), dtype)
     pool_w[np.arange(w), cols] = 1
     out = np.empty((n, gh, gw), np.float32)
+    chunk = min(chunk, rows_per_chunk(h * w * channels * np.dtype(dtype).itemsize, chunk_bytes))
     for start in range(0, n, chunk):
         block = np.asarray(images[start : start + chunk], dtype=dtype)
         if block.ndim == 4:

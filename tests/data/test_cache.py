@@ -290,8 +290,8 @@ def test_npz_through_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_npz_errors_through_cache(tmp_path: Path) -> None:
-    path = make_npz(tmp_path / "chest.npz", multilabel=14)
-    with pytest.raises(DataError, match="multi-label"):
+    path = make_npz(tmp_path / "chest.npz", multilabel=14, train_labels=np.full((12, 14), 3, np.uint8))
+    with pytest.raises(DataError, match="multi-label targets must be 0/1"):
         load_dataset(path, cache_dir=tmp_path / "cache")
     assert entries(tmp_path / "cache") == []
 

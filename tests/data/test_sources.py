@@ -429,13 +429,20 @@ def test_npz_missing_keys(tmp_path: Path) -> None:
             {"val_labels": np.array([[0], [1], "x", None], dtype=object)},
             r"key 'val_labels' of .*x\.npz.* object array.*allow_pickle=False",
         ),
-        ({"multilabel": 14}, r"'train_labels' .* shape \(12, 14\): a multi-label task"),
+        (
+            {"multilabel": 14, "val_labels": np.full((4, 14), 2, np.uint8)},
+            r"'val_labels' in .*x\.npz' holds values other than 0 and 1: multi-label targets must be 0/1",
+        ),
+        (
+            {"multilabel": 14, "test_labels": np.zeros((4, 1), np.uint8)},
+            r"disagree on the task: .*'test_labels' \(4,\)",
+        ),
         ({"test_labels": np.zeros((3, 1), np.uint8)}, r"'test_labels' has 3 entries but 'test_images' has 4"),
         ({"num_classes": 1}, r"only one class"),
         ({"n_train": 0, "n_val": 0, "n_test": 0}, r"holds no images: the dataset is empty"),
         ({"train_images": np.zeros((12, 8, 8))}, r"'train_images' .* is float64; expected uint8"),
     ],
-    ids=["object-array", "multilabel", "label-count", "one-class", "empty", "float-images"],
+    ids=["object-array", "multilabel-values", "multilabel-mixed", "label-count", "one-class", "empty", "float-images"],
 )
 def test_malformed_npz(tmp_path: Path, npz_kwargs: dict, match: str) -> None:
     with pytest.raises(DataError, match=match):
