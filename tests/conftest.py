@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+#: Fixtures of a local MedMNIST (``server``, ``root``) for the tests that download by name.
+pytest_plugins = ["medmnist_server"]
+
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:

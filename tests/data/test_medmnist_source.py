@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import medmnist
@@ -16,72 +11,12 @@ import pytest
 import yaml
 from cliruns import run_in
 from datagen import make_npz
+from medmnist_server import Server, publish
 
 from medmnist_lit.data.cache import load_dataset
 from medmnist_lit.data.download import DownloadError
 from medmnist_lit.data.layout import DataError
-from medmnist_lit.data.medmnist_source import BASE_URL_ENV, ROOT_ENV, locate
-
-
-@dataclass
-class Server:
-    files: dict[str, bytes] = field(default_factory=dict)
-    requests: list[str] = field(default_factory=list)
-    url: str = ""
-
-
-@pytest.fixture
-def server() -> Iterator[Server]:
-    state = Server()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # http.server API name
-            state.requests.append(self.path)
-            body = state.files.get(self.path.split("?")[0].lstrip("/"))
-            if body is None:
-                self.send_error(404, "Not Found")
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
-        yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
-@pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty MedMNIST root, named by ``$MEDMNIST_ROOT``."""
-    path = tmp_path / "medmnist_root"
-    monkeypatch.setenv(ROOT_ENV, str(path))
-    monkeypatch.delenv(BASE_URL_ENV, raising=False)
-    return path
-
-
-def publish(
-    server: Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flag: str, size: int = 28, md5: str | None = None
-) -> bytes:
-    """Serve a tiny npz in MedMNIST's layout as ``flag`` at ``size``, with INFO's URL and MD5 patched to it."""
-    classes = len(medmnist.INFO[flag]["label"])
-    rgb = medmnist.INFO[flag]["n_channels"] == 3
-    suffix = "" if size == 28 else f"_{size}"
-    path = make_npz(tmp_path / f"made{suffix}.npz", 8, 4, 4, num_classes=classes, size=size, rgb=rgb)
-    body = path.read_bytes()
-    server.files[f"{flag}{suffix}.npz"] = body
-    monkeypatch.setitem(medmnist.INFO[flag], f"url{suffix}", f"{server.url}/{flag}{suffix}.npz?download=1")
-    monkeypatch.setitem(medmnist.INFO[flag], f"MD5{suffix}", md5 or hashlib.md5(body).hexdigest())
-    return body
+from medmnist_lit.data.medmnist_source import BASE_URL_ENV, locate
 
 
 def test_downloads_checks_md5_renames_then_reads_in_place(
