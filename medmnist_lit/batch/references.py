@@ -207,8 +207,10 @@ def for_batch(batch: Mapping[str, Any]) -> References | None:
     from medmnist_lit.utils.config_files import load_yaml
 
     values = _batch_values(batch)
-    if "references" in batch:
+    if batch.get("references") is not None:
         return parse_references(batch["references"], "batch.json", values)
+    if "references" in batch:  # written by this version: the spec had no block
+        return None
     spec = Path(str(batch.get("spec", "")))
     if not spec.is_file():
         return None

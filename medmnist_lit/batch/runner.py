@@ -364,6 +364,8 @@ def batch_manifest(spec: BatchSpec) -> dict[str, Any]:
         "varied_keys": spec.varied_keys,
         "seeds": spec.seeds,
         "overrides": spec.overrides,
+        # published scores shown beside ours: kept here so the tables do not depend on the spec file staying put
+        "references": spec.references.to_json() if spec.references else None,
         "runs": [
             {
                 "name": r.name,

@@ -133,23 +133,30 @@ def test_without_references_the_tables_are_unchanged(tmp_path: Path) -> None:
     assert "published numbers" not in markdown(tmp_path / "logs" / "probe", batch, records, [])
 
 
-def test_the_report_reads_the_block_from_batch_json_first_and_survives_a_moved_spec(tmp_path: Path) -> None:
+def test_the_block_travels_in_batch_json_so_a_moved_or_edited_spec_changes_nothing(tmp_path: Path) -> None:
     spec = _spec(tmp_path, GOOD)
     _records(tmp_path / "logs" / "probe", spec)
-    batch, _ = load(tmp_path / "logs" / "probe")
-    spec.unlink()  # the spec moved: no references, no failure
-    assert for_batch(batch) is None
-    block = {**GOOD, "values": {"medmnist:b": {"AUC": 0.8}}}
-    refs = for_batch({**batch, "references": block})
-    assert refs is not None and refs.values == {"medmnist:b": {"AUC": 0.8}}
+    batch, records = load(tmp_path / "logs" / "probe")
+    assert batch["references"]["values"] == GOOD["values"]
+    _spec(tmp_path, {**GOOD, "values": {"medmnist:zzz": {"ACC": 0.1}}})  # edited after the batch ran
+    refs = for_batch(batch)
+    assert refs is not None and refs.values == GOOD["values"]
+    spec.unlink()  # moved
+    assert "ref ACC" in variant_rows(batch, records)[0]
+    assert for_batch({**batch, "references": None}) is None  # a spec without a block
 
 
-def test_a_spec_broken_after_the_batch_ran_is_a_warning_not_a_failed_report(
+def test_a_batch_json_of_an_older_version_falls_back_to_the_spec_and_survives_a_broken_one(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     spec = _spec(tmp_path, GOOD)
     _records(tmp_path / "logs" / "probe", spec)
-    _spec(tmp_path, {**GOOD, "values": {"medmnist:zzz": {"ACC": 0.1}}})
     batch, records = load(tmp_path / "logs" / "probe")
-    columns, _ = variant_rows(batch, records)
+    older = {k: v for k, v in batch.items() if k != "references"}  # batch.json written before the block was kept
+    refs = for_batch(older)
+    assert refs is not None and refs.values == GOOD["values"]
+    _spec(tmp_path, {**GOOD, "values": {"medmnist:zzz": {"ACC": 0.1}}})
+    columns, _ = variant_rows(older, records)
     assert "ref ACC" not in columns and "no run has as data.source" in caplog.text
+    spec.unlink()
+    assert for_batch(older) is None
