@@ -17,7 +17,7 @@ each, one subprocess at a time, and polls ``/proc/<pid>/status`` of the process 
 
 Usage::
 
-    python benchmarks/memory_scaling.py [--root DIR] [--images 30000] [--keep]
+    python benchmarks/memory_scaling.py [--root DIR] [--images 30000] [--eval-batch N] [--repo CHECKOUT] [--keep]
 
 The files are deleted at the end unless ``--keep`` is given. Needs about 2 × the npz size of free disk (the npz and
 its cache entry).
@@ -166,12 +166,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[28, 224])
     parser.add_argument("--steps", nargs="+", default=["prepare", "fit", "cv"])
     parser.add_argument("--keep", action="store_true", help="keep the npz files and caches")
+    parser.add_argument("--repo", type=Path, default=REPO, help="checkout to run (e.g. main, to compare)")
     args = parser.parse_args()
     root = args.root.resolve()
     if root == REPO or REPO in root.parents:
         raise SystemExit(f"--root {root} lies inside the repository; pick a folder elsewhere (default /tmp)")
     root.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MEDMNIST_LIT_CACHE": str(root / "cache")}
+    env = {**os.environ, "PYTHONPATH": str(args.repo.resolve()), "MEDMNIST_LIT_CACHE": str(root / "cache")}
     rows = []
     try:
         for size in args.sizes:

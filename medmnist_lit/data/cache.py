@@ -2,11 +2,13 @@
 
 A cache entry is a directory ``<cache_dir>/<name>-<kind>-<source key>-<fingerprint key>/`` holding
 ``images.npy`` (uint8, memory-mapped on load), ``labels.npy``, ``ids.npy`` (numpy unicode), optionally
-``predefined.npy`` and ``manifest.json``. Its name changes with the source's fingerprint
-(:mod:`medmnist_lit.data.fingerprint`; folder: relative names, sizes and ``mtime_ns`` of the images; zip/npz: file
-size and central directory, which holds every member's CRC-32), the conversion options and
-:data:`FORMAT_VERSION`, so any change to the source re-decodes. While the mtimes of a folder source's
-directories are unchanged, a cached load takes the image names from the entry instead of listing the folders,
+``predefined.npy`` and ``manifest.json`` (which also keeps the task kind: a multi-label ``labels.npy`` is N×L). A
+MedMNIST ``.npz`` is streamed into ``images.npy`` one block of bounded bytes at a time
+(:func:`~medmnist_lit.data.arrays.read_npz`), so building the entry of a 16 GB file holds one block. Its name
+changes with the source's fingerprint (:mod:`medmnist_lit.data.fingerprint`; folder: relative names, sizes and
+``mtime_ns`` of the images; zip/npz: file size and central directory, which holds every member's CRC-32), the
+conversion options and :data:`FORMAT_VERSION`, so any change to the source re-decodes. While the mtimes of a folder
+source's directories are unchanged, a cached load takes the image names from the entry instead of listing the folders,
 and only ``stat``-s the files (same fingerprint, less work).
 An entry is built in a temporary directory inside ``cache_dir``, the manifest is written last and the
 directory is renamed into place, so an interrupted build never leaves an entry that a later run trusts.

@@ -28,6 +28,7 @@ from medmnist_lit.splits.balance import UNBALANCED_POINTS, class_balance, descri
 from medmnist_lit.splits.split import Split
 from medmnist_lit.splits.strategies import make_split, stratified_subset
 from medmnist_lit.utils.checkpoints import WeightsOnlyLoading
+from medmnist_lit.utils.memory import return_large_blocks
 
 log = logging.getLogger(__name__)
 
@@ -446,10 +447,12 @@ class MedMNISTDataModule(WeightsOnlyLoading, L.LightningDataModule):  # type: ig
         """Images as a uint8 ``N×C×H×W`` tensor and labels as int64 on ``device`` (cached per device).
 
         On the CPU the images are a zero-copy view of the (memory-mapped) ``N×H×W×C`` array, permuted for RGB (not
-        contiguous): batches gather their rows, so memory holds a batch, never a second copy of the dataset.
+        contiguous): batches gather their rows, so memory holds a batch, never a second copy of the dataset; and
+        freed batch buffers are returned to the system (:func:`~medmnist_lit.utils.memory.return_large_blocks`).
         """
         key = (which, torch.device(device))
         if key not in self._tensors:
+            return_large_blocks()  # freed batch buffers leave the resident set (glibc keeps them otherwise)
             data = self.dataset if which == "main" else self.external
             images = np.asarray(data.images)
             with warnings.catch_warnings():

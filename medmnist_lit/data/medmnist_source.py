@@ -147,16 +147,23 @@ class MedMNISTFile:
         """``data`` (read from :attr:`path`) with ``INFO``'s class names and the dataset in ``meta["medmnist"]``.
 
         Raises:
-            DataError: The file's labels do not match ``INFO``'s classes (not the published file).
+            DataError: The file's labels do not match ``INFO``'s task or classes (not the published file).
         """
         names = self.class_names
+        kind = TaskKind.parse(self.info["task"])
+        if (kind is TaskKind.MULTILABEL) != data.multilabel:
+            held = "0/1 labels shaped N×L (multi-label)" if data.multilabel else "one class per image (N or N×1 labels)"
+            raise DataError(
+                f"{self.path} holds {held}, but medmnist.INFO gives {self.flag} the task {kind.value!r}: it is not the "
+                "published file; delete it to download it again"
+            )
         if len(data.class_names) != len(names):
             raise DataError(
                 f"{self.path} has labels 0..{len(data.class_names) - 1}, but medmnist.INFO lists {len(names)} classes "
                 f"for {self.flag}: it is not the published file; delete it to download it again"
             )
         meta = {**data.meta, "medmnist": {"flag": self.flag, "size": self.size, "task": self.info["task"]}}
-        return replace(data, class_names=names, meta=meta, task_kind=TaskKind.parse(self.info["task"]))
+        return replace(data, class_names=names, meta=meta, task_kind=kind)
 
     @property
     def _published(self) -> str:

@@ -160,3 +160,23 @@ def test_a_single_npy_file_is_not_an_npz(tmp_path: Path) -> None:
     path.write_bytes(npy_bytes(np.zeros((2, 4, 4), np.uint8)))
     with pytest.raises(DataError, match=r"holds a single array, not a \.npz archive"):
         read_npz(path)
+
+
+def test_medmnist_names_a_chest_file_multilabel_with_info_label_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import medmnist
+
+    monkeypatch.setenv("MEDMNIST_ROOT", str(tmp_path / "root"))
+    (tmp_path / "root").mkdir()
+    make_npz(tmp_path / "root" / "chestmnist.npz", multilabel=14)
+    data = load_dataset("medmnist:chestmnist", cache_dir=tmp_path / "cache")
+    info = medmnist.INFO["chestmnist"]["label"]
+    assert data.task_kind is TaskKind.MULTILABEL and data.class_names == tuple(info[str(i)] for i in range(14))
+    assert data.labels.shape == (20, 14)
+    make_npz(tmp_path / "root" / "octmnist.npz", num_classes=4)
+    assert load_dataset("medmnist:octmnist", cache_dir=tmp_path / "cache").task_kind is TaskKind.MULTICLASS
+    (tmp_path / "root" / "chestmnist.npz").unlink()
+    make_npz(tmp_path / "root" / "chestmnist.npz", num_classes=14)  # one class per image: not the published file
+    with pytest.raises(DataError, match=r"chestmnist\.npz holds one class per image .* 'multi-label, binary-class'"):
+        load_dataset("medmnist:chestmnist", cache_dir=tmp_path / "cache")
